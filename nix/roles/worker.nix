@@ -1,0 +1,77 @@
+# worker: runs OpenClaw work for a tenant as an OpenClaw node host that dials its tenant's
+# gateway. No external ports; starts only once the tenant's gateway is ready.
+let
+  drives = (import ../lib/defaults.nix).drives;
+in
+{
+  mvm.role = {
+    name = "worker";
+    description = "Runs OpenClaw work for one tenant as a node host connected to the tenant's gateway; no external ports.";
+    profiles = {
+      default = "openclaw-worker";
+      allowed = [ "openclaw-worker" "python" "custom" ];
+    };
+    services = [
+      {
+        name = "openclaw-node";
+        description = "OpenClaw node host; dials the tenant gateway over the tenant network.";
+        program = "openclaw";
+        args = [ "node" "run" ];
+        ports = [ ];
+        # The node host has no listening port; the guest agent reports it ready once it is
+        # connected to the gateway.
+        readiness = {
+          kind = "agent";
+          timeout_s = 120;
+          interval_s = 2;
+        };
+        stop_timeout_s = 15;
+      }
+    ];
+    ports = [ ];
+    drives = [
+      (drives.data // { required = true; })
+      (drives.secrets // { required = true; })
+      (drives.config // { required = true; })
+    ];
+    vsock = {
+      agent_port = 1024;
+      handlers = [
+        "ping"
+        "readiness"
+        "service-status"
+        "drain"
+        "post-restore"
+        "config-reload"
+        "secrets-reload"
+      ];
+    };
+    depends_on = [
+      {
+        role = "gateway";
+        condition = "ready";
+        scope = "tenant";
+      }
+    ];
+    sleep = {
+      allowed = true;
+      warm_allowed = true;
+      min_runtime_s = 300;
+      floor = 0;
+    };
+    lifecycle = {
+      disposable = false;
+      boot_timeout_s = 180;
+      drain_timeout_s = 60;
+      stop_timeout_s = 20;
+      restart = "on-failure";
+      max_restarts = 5;
+      restart_window_s = 600;
+    };
+    pool_overrides = {
+      sleep = true;
+      ingress = false;
+      connectors = false;
+    };
+  };
+}

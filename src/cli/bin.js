@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// The `mvm-actors` executable. The sources are TypeScript; tsx loads them in-process, so a
+// fresh `npm ci` is enough to run the CLI (there is no build step to forget).
+import { tsImport } from 'tsx/esm/api';
+
+const { main } = await tsImport('./main.ts', import.meta.url);
+process.exitCode = await main(process.argv.slice(2));
