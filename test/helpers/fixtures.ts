@@ -19,7 +19,6 @@ export function builtinCatalog(): Promise<Catalog> {
 }
 
 /** A fresh, valid desired-state document (the documented example) to mutate in a test. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function aDesiredState(): any {
   return JSON.parse(readFileSync(EXAMPLE_DESIRED_STATE, 'utf8'));
 }

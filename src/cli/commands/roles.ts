@@ -1,6 +1,6 @@
 import type { LoadedRole } from '../../catalog/catalog.ts';
 import { loadCatalog } from '../../catalog/load-catalog.ts';
-import type { RoleManifest } from '../../schemas/role-manifest.ts';
+import { describeRole } from '../../catalog/describe-role.ts';
 import { EXIT, printJson, type Output } from '../output.ts';
 
 export interface RolesOptions {
@@ -8,56 +8,11 @@ export interface RolesOptions {
   roles?: string | undefined;
 }
 
-function describeReadiness(r: RoleManifest['services'][number]['readiness'], ports: RoleManifest['ports']): string {
-  const port = (name: string) => ports.find((p) => p.name === name)?.port ?? name;
-  switch (r.kind) {
-    case 'http':
-      return `http :${port(r.port)}${r.path} -> ${r.expect_status}`;
-    case 'tcp':
-      return `tcp :${port(r.port)}`;
-    case 'exec':
-      return `exec ${r.command.join(' ')}`;
-    case 'agent':
-      return 'reported by the guest agent';
-  }
-}
-
 function roleLines(role: LoadedRole): string[] {
-  const m = role.manifest;
-  const none = '-';
-  const rows: [string, string][] = [
-    ['profiles', m.profiles.allowed.map((p) => (p === m.profiles.default ? `${p} (default)` : p)).join(', ')],
-    [
-      'services',
-      m.services.map((s) => `${s.name}: ${[s.program, ...s.args].join(' ')} [ready: ${describeReadiness(s.readiness, m.ports)}]`).join('\n') || none,
-    ],
-    ['ports', m.ports.map((p) => `${p.name} ${p.port}/${p.protocol} (${p.exposure})`).join(', ') || none],
-    ['ingress', m.ingress.allowed ? `allowed, ${m.ingress.default_enabled ? 'on' : 'off'} by default -> ${m.ingress.target_port}` : 'not allowed'],
-    [
-      'drives',
-      m.drives
-        .map((d) => `${d.device} ${d.name} -> ${d.mount} (${d.read_only ? 'ro' : 'rw'}, ${d.persistence}${d.required ? ', required' : ''})`)
-        .join('\n') || none,
-    ],
-    ['vsock', `port ${m.vsock.agent_port}: ${m.vsock.handlers.join(', ')}`],
-    ['depends on', m.depends_on.map((d) => `${d.role} ${d.condition} (${d.scope})`).join(', ') || none],
-    [
-      'sleep',
-      m.sleep.allowed || m.sleep.warm_allowed
-        ? `${[m.sleep.allowed && 'sleep', m.sleep.warm_allowed && 'warm'].filter(Boolean).join(' and ')} allowed; min runtime ${m.sleep.min_runtime_s}s; floor ${m.sleep.floor} running per tenant`
-        : 'never sleeps',
-    ],
-    ['connectors', m.connectors.map((c) => (c.secrets.length ? `${c.name} (needs ${c.secrets.join(', ')})` : c.name)).join(', ') || none],
-    [
-      'lifecycle',
-      `${m.lifecycle.disposable ? 'disposable; ' : ''}restart ${m.lifecycle.restart} (max ${m.lifecycle.max_restarts} in ${m.lifecycle.restart_window_s}s); boot ${m.lifecycle.boot_timeout_s}s, drain ${m.lifecycle.drain_timeout_s}s, stop ${m.lifecycle.stop_timeout_s}s`,
-    ],
-  ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  const lines = [`${m.name}  ${role.hash.slice(0, 19)}`, `  ${m.description}`];
-  for (const [key, value] of rows) {
-    value.split('\n').forEach((line, i) => lines.push(`  ${(i === 0 ? key : '').padEnd(width)}  ${line}`));
-  }
+  const rows = describeRole(role.manifest);
+  const width = Math.max(...rows.map(([label]) => label.length));
+  const lines = [`${role.manifest.name}  ${role.hash.slice(0, 19)}`, `  ${role.manifest.description}`];
+  for (const [label, values] of rows) values.forEach((value, i) => lines.push(`  ${(i === 0 ? label : '').padEnd(width)}  ${value}`));
   return lines;
 }
 
