@@ -30,13 +30,12 @@ let
   nixFilesIn =
     dir:
     let
-      entries = builtins.readDir dir;
-      isNixFile = n: entries.${n} == "regular" && builtins.match ".+\\.nix" n != null;
+      files = import ./nix-files.nix dir;
     in
-    map (file: {
-      stem = builtins.substring 0 (builtins.stringLength file - 4) file;
-      path = dir + "/${file}";
-    }) (builtins.filter isNixFile (builtins.attrNames entries));
+    map (stem: {
+      inherit stem;
+      path = files.${stem};
+    }) (builtins.attrNames files);
 
   checkName =
     kind: file: value:

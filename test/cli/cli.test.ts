@@ -31,7 +31,7 @@ describe('mvm-actors roles', () => {
     expect(exitCode).toBe(0);
     expect(stdout).toMatch(/^4 roles from /);
     expect(stdout).toMatch(/^worker {2}sha256:[0-9a-f]{12}$/m);
-    expect(stdout).toMatch(/^  depends on +gateway ready \(tenant\)$/m);
+    expect(stdout).toMatch(/^ {2}depends on +gateway ready \(tenant\)$/m);
     expect(stdout).toContain('openclaw-gateway: openclaw gateway run --bind lan --auth token [ready: http :18789/readyz -> 200; stop 20s]');
   });
 
