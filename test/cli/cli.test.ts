@@ -150,3 +150,11 @@ describe('mvm-actors usage', () => {
     expect(opt.stderr).toMatch(/--colour/);
   });
 });
+
+describe('mvm-actors in a pipeline', () => {
+  it('exits quietly when the reader closes the pipe early', async () => {
+    const result = await execa('sh', ['-c', `node ${CLI} schema desired-state | head -c 10`], { reject: false });
+    expect(result.stdout).toBe('{\n  "$schem');
+    expect(result.stderr).toBe('');
+  });
+});
