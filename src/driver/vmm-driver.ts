@@ -1,0 +1,117 @@
+import type { NetworkIdentity } from '../schemas/instance.ts';
+import type { Resources } from '../schemas/profile-manifest.ts';
+import type { Revision } from '../schemas/revision.ts';
+import type { ServiceSpec } from '../schemas/role-manifest.ts';
+import type { z } from 'zod';
+
+/**
+ * The VMM driver port: the only way the actor runtime touches a hypervisor. A driver is mechanism
+ * without policy: each call makes one idempotent attempt before `ctx.deadline` and reports back
+ * by resolving or throwing a DriverError. Timeouts, retries, ordering and floors live in the
+ * statecharts. The fake driver (tests), the dev-mode simulator and the Firecracker driver all
+ * implement this interface unchanged.
+ */
+
+/** One drive as the host computed it; drivers only materialize it. */
+export interface DriveContent {
+  name: string;
+  device: string;
+  mount: string;
+  label: string;
+  read_only: boolean;
+  persistence: 'persistent' | 'ephemeral' | 'versioned' | 'disposable';
+  /** Size for drives the driver creates empty (data, scratch). */
+  size_mib: number;
+  /** Files to write into the drive, by path relative to its root (config and secrets drives). Never logged. */
+  files: Record<string, string>;
+}
+
+/** Everything a driver needs to build, boot and restore one microVM. */
+export interface InstanceSpec {
+  instance_id: string;
+  tenant_id: string;
+  pool_id: string;
+  role: string;
+  profile: string;
+  revision: Revision;
+  resources: Resources;
+  network: z.infer<typeof NetworkIdentity>;
+  drives: DriveContent[];
+  /** The role manifest hash this boot uses. */
+  manifest_hash: string;
+  /** vsock port of the guest agent and the handlers it enables. */
+  vsock: { agent_port: number; handlers: string[] };
+}
+
+export interface OpContext {
+  /** Aborted when the actor leaves the state that started the operation. */
+  signal: AbortSignal;
+  /** Absolute time (ms since the epoch, from the injected clock) by which to give up. */
+  deadline: number;
+}
+
+/** What a snapshot is tied to: a wake against a different bundle or manifest is refused. */
+export interface SnapshotRef {
+  snapshot_id: string;
+  artifacts: string;
+  manifest_hash: string;
+  created_at: number;
+}
+
+export type ObservedState = 'running' | 'paused' | 'stopped' | 'absent';
+
+/** What the driver finds really there, e.g. after a control-plane restart. */
+export interface ObservedVm {
+  instance_id: string;
+  state: ObservedState;
+  snapshot: SnapshotRef | null;
+}
+
+export interface VmExit {
+  instance_id: string;
+  /** Process exit code or signal name, as far as the driver knows. */
+  reason: string;
+}
+
+export type DriverOp = 'prepareDrives' | 'boot' | 'checkReadiness' | 'pause' | 'resume' | 'snapshot' | 'restore' | 'stop' | 'destroy' | 'describe';
+
+export class DriverError extends Error {
+  override readonly name = 'DriverError';
+  constructor(
+    readonly op: DriverOp,
+    readonly instanceId: string,
+    /** Stable machine-readable code, e.g. `not-ready`, `deadline`, `vm-missing`, `injected`. */
+    readonly code: string,
+    message: string,
+    /** Whether the same call may succeed if tried again. */
+    readonly retryable: boolean,
+  ) {
+    super(`${op} ${instanceId}: ${message}`);
+  }
+}
+
+export interface VmmDriver {
+  /** `fake`, `sim` or `firecracker`. */
+  readonly kind: string;
+  /** Create or refresh the instance's drives from `spec.drives` (idempotent; persistent drives are kept). */
+  prepareDrives(spec: InstanceSpec, ctx: OpContext): Promise<void>;
+  /** Start the VM (idempotent: an already running VM for this id is left alone). */
+  boot(spec: InstanceSpec, ctx: OpContext): Promise<void>;
+  /** One readiness probe of one service; throws a retryable DriverError `not-ready` when not ready yet. */
+  checkReadiness(spec: InstanceSpec, service: ServiceSpec, ctx: OpContext): Promise<void>;
+  /** Pause with memory resident (warm). */
+  pause(instanceId: string, ctx: OpContext): Promise<void>;
+  resume(instanceId: string, ctx: OpContext): Promise<void>;
+  /** Snapshot a paused or running VM to disk and stop it; data drives are kept. */
+  snapshot(spec: InstanceSpec, ctx: OpContext): Promise<SnapshotRef>;
+  /** Start a VM again from its snapshot; refuses a snapshot from another bundle or manifest. */
+  restore(spec: InstanceSpec, snapshot: SnapshotRef, ctx: OpContext): Promise<void>;
+  /** Stop the VM (idempotent: stopping an absent VM succeeds). Persistent drives are kept. */
+  stop(instanceId: string, ctx: OpContext): Promise<void>;
+  /** Stop and remove everything the instance had, drives and snapshots included (idempotent). */
+  destroy(instanceId: string, ctx: OpContext): Promise<void>;
+  /** Every VM this driver knows of on this host. */
+  describe(): Promise<ObservedVm[]>;
+  /** Unexpected exits (crash, guest reboot). Returns an unsubscribe function. */
+  onExit(listener: (exit: VmExit) => void): () => void;
+}
