@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { CatalogError } from '../catalog/load-catalog.ts';
 import { NixStorePathError } from '../catalog/nix-store-guard.ts';
+import { ChartCompositionError } from '../../machines/compose-instance-chart.ts';
+import { chartCommand } from './commands/chart.ts';
 import { rolesCommand } from './commands/roles.ts';
 import { schemaCommand } from './commands/schema.ts';
 import { validateCommand } from './commands/validate.ts';
@@ -18,6 +20,9 @@ Commands:
                                             its JSON path and a hint; exit 1 if any
   schema [desired-state|instance|role-manifest|profile-manifest]
                                             Print the JSON Schema of a document
+  chart <role> [--format json|dot|mermaid] [--connectors a,b] [--no-ingress] [--roles DIR]
+                                            Print the statechart generated from a role manifest
+                                            (default: ingress on where allowed, every connector)
   help                                      This text
 
 Options:
@@ -31,6 +36,9 @@ const COMMAND_OPTIONS = {
   json: { type: 'boolean', default: false },
   roles: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
+  format: { type: 'string', default: 'json' },
+  connectors: { type: 'string' },
+  'no-ingress': { type: 'boolean', default: false },
 } as const;
 
 /** Runs one CLI invocation and returns its exit code. Never throws: errors become messages. */
@@ -58,6 +66,12 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       case 'schema':
         expectArgs(1);
         return schemaCommand({ name: rest[0], json: values.json }, output);
+      case 'chart': {
+        expectArgs(1);
+        const role = rest[0];
+        if (role === undefined) throw new UsageError('chart: name the role to draw, e.g. `mvm-actors chart gateway`');
+        return await chartCommand({ role, format: values.format, roles: values.roles, connectors: values.connectors, noIngress: values['no-ingress'] }, output);
+      }
       default:
         throw new UsageError(`unknown command "${command}"; run \`mvm-actors help\``);
     }
@@ -66,7 +80,7 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       output.err(`mvm-actors: ${(error as Error).message}`);
       return EXIT.usage;
     }
-    if (error instanceof NixStorePathError || error instanceof CatalogError) {
+    if (error instanceof NixStorePathError || error instanceof CatalogError || error instanceof ChartCompositionError) {
       output.err(`mvm-actors: ${error.message}`);
       return EXIT.usage;
     }

@@ -10,13 +10,16 @@ import { Revision } from './revision.ts';
  */
 export const INSTANCE_STATUSES = [
   'pending',
+  'waiting',
   'preflight',
   'refused',
   'provisioning',
   'booting',
   'starting-services',
   'running',
+  'warming',
   'warm',
+  'resuming',
   'draining',
   'snapshotting',
   'sleeping',
@@ -24,6 +27,7 @@ export const INSTANCE_STATUSES = [
   'stopping',
   'stopped',
   'failed',
+  'destroying',
   'destroyed',
 ] as const;
 export const InstanceStatus = z.enum(INSTANCE_STATUSES);

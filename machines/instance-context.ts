@@ -1,0 +1,56 @@
+/**
+ * What an instance actor remembers (its XState context). Persisted with every snapshot, so it
+ * holds names and references only: never a secret's value.
+ */
+export interface InstanceContext {
+  instance_id: string;
+  tenant_id: string;
+  pool_id: string;
+  role: string;
+  profile: string;
+  config_version: number;
+  secrets_epoch: number;
+  revision: { artifacts: string; config_version: number; secrets_epoch: number };
+  network: { ipv4: string; mac: string; tap: string; vsock_cid: number };
+  /** Manifest hash of the role as currently loaded (what the next boot will use). */
+  desired_manifest_hash: string;
+  /** Manifest hash the running VM was booted with; null before the first boot. */
+  manifest_hash: string | null;
+  /** Absolute deadlines (ms since the epoch) by name; the deadline actor fires `deadline.<name>`. */
+  deadlines: Record<string, number>;
+  created_at: number;
+  booted_at: number | null;
+  /** When the instance last became running after a boot or wake; minimum runtimes count from here. */
+  running_since: number | null;
+  /** Times of recent restarts, for the restart budget. */
+  restarts: number[];
+  status_reason: string | null;
+  /** Secret names present for the current secrets epoch (from preflight and later observations). */
+  secrets_present: string[];
+  drives_missing: string[];
+  connectors: Record<string, { enabled: boolean; missing: string[] }>;
+  snapshot: { snapshot_id: string; artifacts: string; manifest_hash: string; created_at: number } | null;
+  /** A command waiting for the minimum runtime. */
+  deferred: { command: string; since: number } | null;
+}
+
+/** Preflight's verdict on an instance's computed drives. */
+export interface PreflightResult {
+  passed: boolean;
+  /** Machine-readable reason when refused, e.g. `missing-drive:secrets` or `missing-secret:gateway-token`. */
+  reason: string | null;
+  secrets_present: string[];
+  drives_missing: string[];
+}
+
+/**
+ * The lifecycle status an instance record shows for a chart state value: the top-level state,
+ * or the step inside launching and waking.
+ */
+export function statusOf(value: string | Record<string, unknown>): string {
+  if (typeof value === 'string') return value;
+  const [top, inner] = Object.entries(value)[0] ?? ['pending', undefined];
+  if (top === 'launching' && typeof inner === 'string') return inner === 'starting' ? 'starting-services' : inner;
+  if (top === 'launching' && inner && typeof inner === 'object') return 'starting-services';
+  return top;
+}
