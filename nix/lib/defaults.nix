@@ -27,6 +27,7 @@
       min_runtime_s = 0;
       floor = 0;
     };
+    secrets = [ ];
     connectors = [ ];
     lifecycle = {
       disposable = false;
@@ -61,6 +62,9 @@
   dependency = {
     condition = "ready";
     scope = "tenant";
+  };
+  secret = {
+    generate = null;
   };
   connector = {
     secrets = [ ];

@@ -57,6 +57,7 @@ let
       ports = map (merge defaults.port) withDefaults.ports;
       drives = map (merge defaults.drive) withDefaults.drives;
       depends_on = map (merge defaults.dependency) withDefaults.depends_on;
+      secrets = map (merge defaults.secret) withDefaults.secrets;
       connectors = map (merge defaults.connector) withDefaults.connectors;
     };
 

@@ -115,6 +115,11 @@ let
     (uniqueIn "drives" "mount" (d: d.mount) role.drives)
     (uniqueIn "drives" "label" (d: d.label) role.drives)
     (uniqueIn "connectors" "name" (c: c.name) role.connectors)
+    (uniqueIn "secrets" "name" (x: x.name) role.secrets)
+    {
+      assertion = role.secrets == [ ] || hasEphemeralDrive;
+      message = inRole "secrets needs a secrets drive, but drives has no \"ephemeral\" drive";
+    }
     (uniqueIn "depends_on" "role" (d: d.role) role.depends_on)
     {
       assertion = elem role.profiles.default role.profiles.allowed;

@@ -271,6 +271,24 @@ let
     };
   };
 
+  secretModule = {
+    options = {
+      name = mkOption {
+        type = secretName;
+        description = "File name of the secret on the secrets drive.";
+      };
+      description = mkOption {
+        type = nonEmptyString;
+        description = "What the secret is for (one line; never its value).";
+      };
+      generate = mkOption {
+        type = types.nullOr (types.enum [ "token" ]);
+        default = defaults.secret.generate;
+        description = "`token`: the control plane mints it on first need (random, 256 bits); `null`: an operator supplies it.";
+      };
+    };
+  };
+
   roleModule = {
     options = {
       schema_version = mkOption {
@@ -369,6 +387,11 @@ let
           default = defaults.role.sleep.floor;
           description = "Running instances of this role per tenant that are never slept or warmed.";
         };
+      };
+      secrets = mkOption {
+        type = types.listOf (types.submodule secretModule);
+        default = defaults.role.secrets;
+        description = "Secrets every instance needs on its secrets drive; preflight refuses to start without them.";
       };
       connectors = mkOption {
         type = types.listOf (types.submodule connectorModule);

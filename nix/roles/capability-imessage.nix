@@ -36,6 +36,12 @@ in
       min_runtime_s = 60;
       floor = 0;
     };
+    secrets = [
+      {
+        name = "imessage-credentials";
+        description = "Credentials of the tenant's iMessage bridge account; supplied by an operator.";
+      }
+    ];
     lifecycle = {
       disposable = false;
       boot_timeout_s = 60;

@@ -77,6 +77,13 @@ in
       min_runtime_s = 900;
       floor = 1;
     };
+    secrets = [
+      {
+        name = "gateway-token";
+        description = "The tenant gateway's WebSocket auth token; the control plane mints it and also uses it to probe readiness.";
+        generate = "token";
+      }
+    ];
     connectors = [
       {
         name = "telegram";

@@ -59,6 +59,13 @@ in
       min_runtime_s = 300;
       floor = 0;
     };
+    secrets = [
+      {
+        name = "gateway-token";
+        description = "The tenant gateway's auth token, used by the node host to connect.";
+        generate = "token";
+      }
+    ];
     lifecycle = {
       disposable = false;
       boot_timeout_s = 180;

@@ -37,6 +37,7 @@ export function describeRole(m: RoleManifest): [label: string, values: string[]]
           : 'never sleeps',
       ],
     ],
+    ['secrets', orNone(m.secrets.map((x) => `${x.name}${x.generate ? ` (minted: ${x.generate})` : ' (operator-supplied)'}`))],
     ['connectors', orNone(m.connectors.map((c) => `${c.name}${c.secrets.length ? ` (needs ${c.secrets.join(', ')})` : ''}${c.state_on_data ? ' [state on data drive]' : ''}`))],
     [
       'lifecycle',

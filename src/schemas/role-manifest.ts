@@ -101,6 +101,17 @@ export const ConnectorSpec = z
   })
   .strict();
 
+export const SecretSpec = z
+  .object({
+    name: SecretName,
+    description: z.string().min(1),
+    generate: z
+      .enum(['token'])
+      .nullable()
+      .describe('"token": the control plane mints it on first need; null: an operator supplies it.'),
+  })
+  .strict();
+
 export const SleepPolicy = z
   .object({
     allowed: z.boolean().describe('May instances of this role be snapshotted to sleep at all.'),
@@ -148,6 +159,7 @@ export const RoleManifest = z
       .strict(),
     depends_on: z.array(DependencySpec),
     sleep: SleepPolicy,
+    secrets: z.array(SecretSpec).describe('Secrets every instance needs on its secrets drive; preflight refuses to start without them.'),
     connectors: z.array(ConnectorSpec),
     lifecycle: LifecyclePolicy,
     pool_overrides: z
@@ -177,6 +189,7 @@ export const RoleManifest = z
     unique(role.drives, (d) => d.mount, 'mount', 'drives');
     unique(role.drives, (d) => d.label, 'label', 'drives');
     unique(role.connectors, (c) => c.name, 'name', 'connectors');
+    unique(role.secrets, (c) => c.name, 'name', 'secrets');
     unique(role.depends_on, (d) => d.role, 'role', 'depends_on');
 
     const portNames = new Set(role.ports.map((p) => p.name));
@@ -213,6 +226,9 @@ export const RoleManifest = z
     if (!role.sleep.allowed && !role.sleep.warm_allowed && role.sleep.floor > 0) {
       problem(['sleep', 'floor'], 'a sleep floor only applies to roles that may sleep or warm; set it to 0');
     }
+    if (role.secrets.length > 0 && !role.drives.some((d) => d.persistence === 'ephemeral')) {
+      problem(['secrets'], 'the role needs secrets but declares no ephemeral secrets drive');
+    }
     role.connectors.forEach((connector, i) => {
       if (connector.secrets.length > 0 && !role.drives.some((d) => d.persistence === 'ephemeral')) {
         problem(['connectors', i, 'secrets'], `connector "${connector.name}" needs secrets but the role declares no ephemeral secrets drive`);
@@ -225,3 +241,4 @@ export type RoleManifest = z.infer<typeof RoleManifest>;
 export type DriveSpec = z.infer<typeof DriveSpec>;
 export type ServiceSpec = z.infer<typeof ServiceSpec>;
 export type ConnectorSpec = z.infer<typeof ConnectorSpec>;
+export type SecretSpec = z.infer<typeof SecretSpec>;

@@ -24,6 +24,7 @@ export const FIELD_REFERENCE: [field: string, meaning: string][] = [
   ['vsock', 'The guest agent\'s vsock port and the control `handlers` it enables; a verb not listed gets a typed `unsupported` answer.'],
   ['depends_on', 'Startup dependencies within the tenant: this role starts only after the named role is `ready` (or `running`).'],
   ['sleep', 'Whether instances may sleep (snapshot) or warm (pause); `min_runtime_s` after boot or wake before either; `floor`: running instances per tenant never slept.'],
+  ['secrets', 'Secrets every instance needs on its secrets drive: `generate: token` ones the control plane mints on first need, the others an operator supplies. Preflight refuses to start an instance without them.'],
   ['connectors', 'Channel connectors the role can run, the `secrets` each needs (a connector without them stays disabled) and whether it keeps state on the data drive.'],
   ['lifecycle', '`disposable` (runs to completion, then destroyed), boot/drain/stop deadlines, and the restart policy with its budget.'],
   ['pool_overrides', 'Which per-pool overrides the desired state may make: `sleep` (raise floor and minimum runtime), `ingress`, `connectors`.'],
