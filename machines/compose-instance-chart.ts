@@ -298,7 +298,13 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
   states.destroying = { invoke: [{ id: 'destroy', src: 'destroy', onDone: { target: '#vm.destroyed' }, onError: failTo('destroy') }] };
   states.destroyed = { description: 'Removed with its drives and snapshots.', type: 'final' };
 
-  const chart: ChartConfig = { id: 'vm', description: `Instance lifecycle of role ${role.name}.`, initial: 'pending', states };
+  const chart: ChartConfig = {
+    id: 'vm',
+    description: `Instance lifecycle of role ${role.name}.`,
+    initial: 'pending',
+    on: { 'cmd.revise': { actions: [act('recordRevision')] } },
+    states,
+  };
   checkChartVocabulary(chart, role.name);
   return chart;
 }

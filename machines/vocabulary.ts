@@ -22,6 +22,7 @@ export const ACTIONS = {
   enableConnector: 'Mark a connector enabled: params { connector }.',
   disableConnector: 'Mark a connector disabled, naming the missing secrets: params { connector, secrets }.',
   recordExit: 'Set the status reason from an unexpected VM exit.',
+  recordRevision: 'Adopt a new revision (bundle, config_version, secrets_epoch, manifest hash); it takes effect at the next boot or wake.',
 } as const;
 
 export const GUARDS = {
@@ -56,6 +57,7 @@ export const EVENTS = {
   'cmd.wake': 'Wake a sleeping instance (or resume a warm one).',
   'cmd.retire': 'Scale-down: destroy once the minimum runtime has passed.',
   'cmd.destroy': 'Destroy now: the pool or tenant was removed.',
+  'cmd.revise': 'The pool revision changed: { revision, manifest_hash }; used from the next boot or wake.',
   'dep.ready': 'The tenant reports this role\'s startup dependencies satisfied.',
   'obs.exited': 'The driver observed the VM exit unexpectedly: { reason }.',
   'obs.secrets-changed': 'The secrets present for this instance changed: { secrets }.',

@@ -7,8 +7,8 @@ import { z } from 'zod';
  */
 export const ID_PATTERN = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 export const ID_MAX_LENGTH = 32;
-/** Instance ids are derived from tenant and pool ids, so they get more room. */
-export const INSTANCE_ID_MAX_LENGTH = 63;
+/** Instance ids are `<tenant>-<pool>-<n>`, so they get room for both ids and an index. */
+export const INSTANCE_ID_MAX_LENGTH = 72;
 
 const idHint = 'use lower-case letters, digits and inner hyphens, for example "acme-prod"';
 

@@ -38,7 +38,7 @@ describe('instance record', () => {
 
   it.each<[string, (r: any) => void, string]>([
     ['an instance id with a slash', (r) => (r.instance_id = 'acme/gateway-0'), 'instance_id'],
-    ['an instance id over 63 characters', (r) => (r.instance_id = 'i'.repeat(64)), 'instance_id'],
+    ['an instance id over 72 characters', (r) => (r.instance_id = 'i'.repeat(73)), 'instance_id'],
     ['a tap name over 15 characters', (r) => (r.network.tap = 'mvm-tap-acme-gateway'), 'network.tap'],
     ['an upper-case MAC', (r) => (r.network.mac = '06:00:0A:65:00:02'), 'network.mac'],
     ['a reserved vsock CID', (r) => (r.network.vsock_cid = 2), 'network.vsock_cid'],
