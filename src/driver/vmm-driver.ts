@@ -73,7 +73,7 @@ export interface VmExit {
   reason: string;
 }
 
-export type DriverOp = 'prepareDrives' | 'boot' | 'checkReadiness' | 'pause' | 'resume' | 'snapshot' | 'restore' | 'stop' | 'destroy' | 'describe';
+export type DriverOp = 'prepareDrives' | 'boot' | 'checkReadiness' | 'pause' | 'resume' | 'drain' | 'snapshot' | 'restore' | 'stop' | 'destroy' | 'describe';
 
 export class DriverError extends Error {
   override readonly name = 'DriverError';
@@ -102,6 +102,8 @@ export interface VmmDriver {
   /** Pause with memory resident (warm). */
   pause(instanceId: string, ctx: OpContext): Promise<void>;
   resume(instanceId: string, ctx: OpContext): Promise<void>;
+  /** Ask the guest agent (over vsock) to finish in-flight work before a snapshot. */
+  drain(instanceId: string, ctx: OpContext): Promise<void>;
   /** Snapshot a paused or running VM to disk and stop it; data drives are kept. */
   snapshot(spec: InstanceSpec, ctx: OpContext): Promise<SnapshotRef>;
   /** Start a VM again from its snapshot; refuses a snapshot from another bundle or manifest. */
