@@ -19,6 +19,8 @@ export interface ComposeOptions {
   ingress: boolean;
   /** Connectors the pool enables (must be declared by the role). */
   connectors: readonly string[];
+  /** Minimum runtime before warm, sleep or retire: the role's, or a pool's higher one. */
+  min_runtime_s: number;
 }
 
 export class ChartCompositionError extends Error {
@@ -62,6 +64,9 @@ function checkHonourable(role: RoleManifest, options: ComposeOptions): void {
     fail('vsock.handlers', 'a role with connectors needs the "connector-status" handler');
   }
   const declared = new Set(role.connectors.map((c) => c.name));
+  if (options.min_runtime_s < role.sleep.min_runtime_s) {
+    fail('sleep.min_runtime_s', `the pool asks for ${options.min_runtime_s}s, below the role's ${role.sleep.min_runtime_s}s; a pool may only raise it`);
+  }
   options.connectors.forEach((name) => {
     if (!declared.has(name)) fail('connectors', `the pool enables connector "${name}", which the role does not declare`);
   });
@@ -122,7 +127,9 @@ function restartOrFail(role: RoleManifest): TransitionConfig[] {
 
 function connectorRegion(role: RoleManifest, name: string): StateConfig {
   const connector = role.connectors.find((c) => c.name === name)!;
-  const recheck = { 'obs.secrets-changed': { target: 'checking' } };
+  // A region that handles an event keeps its parallel parent from handling it too (XState),
+  // so the connector records the new secrets itself before it checks them again.
+  const recheck = { 'obs.secrets-changed': { target: 'checking', actions: [act('recordSecrets')] } };
   return {
     description: `Connector ${name}: enabled only while its secrets (${connector.secrets.join(', ') || 'none'}) are present.`,
     initial: 'checking',
@@ -141,7 +148,8 @@ function connectorRegion(role: RoleManifest, name: string): StateConfig {
 
 /** running: the lifecycle region (deferrals) plus one region per enabled connector and ingress. */
 function runningState(role: RoleManifest, options: ComposeOptions): StateConfig {
-  const { sleep, lifecycle } = role;
+  const { lifecycle } = role;
+  const sleep = { ...role.sleep, min_runtime_s: options.min_runtime_s };
   const minRuntime = { type: 'minRuntimeElapsed' as const, params: { seconds: sleep.min_runtime_s } };
   const afterDrain = role.vsock.handlers.includes('drain') ? '#vm.draining' : '#vm.snapshotting';
   const lifecycleStates: Record<string, StateConfig> = { idle: {} };
@@ -311,5 +319,5 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
 
 /** The options a pool gets by default: the role's ingress default and every declared connector. */
 export function fullOptions(role: RoleManifest): ComposeOptions {
-  return { ingress: role.ingress.allowed, connectors: role.connectors.map((c) => c.name) };
+  return { ingress: role.ingress.allowed, connectors: role.connectors.map((c) => c.name), min_runtime_s: role.sleep.min_runtime_s };
 }

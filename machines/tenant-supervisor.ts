@@ -9,7 +9,8 @@ import { fromTransition } from 'xstate';
  * tested as a function. Role differences arrive as data (RolePolicy), never as names.
  */
 
-export type Target = 'running' | 'warm' | 'sleeping' | 'retired' | 'removed';
+/** What a member should be: from the desired state, or from an operator request (stopped). */
+export type Target = 'running' | 'warm' | 'sleeping' | 'stopped' | 'retired' | 'removed';
 
 export interface RolePolicy {
   name: string;
@@ -134,6 +135,7 @@ function wantedCommand(state: TenantState, member: TenantMember): TenantCommand[
   if (status === 'destroyed') return null;
   if (target === 'removed') return GONE.has(status) ? null : 'cmd.destroy';
   if (target === 'retired') return GONE.has(status) ? null : 'cmd.retire';
+  if (target === 'stopped') return status === 'stopped' || status === 'stopping' || status === 'pending' || status === 'refused' || status === 'failed' ? null : 'cmd.stop';
   if (status === 'waiting') return dependenciesSatisfied(state, member.role) ? 'dep.ready' : null;
   if (STARTABLE.has(status)) return 'cmd.start';
   switch (target) {
@@ -176,7 +178,7 @@ function decide(state: TenantState, at: number): TenantState {
   return { ...state, members, outbox, log };
 }
 
-const REQUEST_TARGET: Record<string, Target | null> = { start: 'running', wake: 'running', warm: 'warm', sleep: 'sleeping', stop: null };
+const REQUEST_TARGET: Record<string, Target> = { start: 'running', wake: 'running', warm: 'warm', sleep: 'sleeping', stop: 'stopped' };
 
 export function tenantTransition(state: TenantState, event: TenantEvent): TenantState {
   return numberLog(reduce(state, event));
@@ -218,26 +220,31 @@ function reduce(state: TenantState, event: TenantEvent): TenantState {
     case 'request': {
       const member = state.members[event.instance_id];
       if (!member) return state;
-      if (event.command === 'stop') {
-        return {
-          ...state,
-          members: { ...state.members, [member.instance_id]: { ...member, sent: `${member.status}:cmd.stop` } },
-          outbox: [...state.outbox, { instance_id: member.instance_id, type: 'cmd.stop' }],
-          log: [...state.log, { seq: 0, at: event.at, instance_id: member.instance_id, outcome: 'accepted' as const, command: 'cmd.stop', reason: null }],
-        };
+      const accepted = (next: TenantState, command: string, reason: string | null): TenantState => ({
+        ...next,
+        log: [...next.log, { seq: 0, at: event.at, instance_id: member.instance_id, outcome: 'accepted' as const, command, reason }],
+      });
+      // An explicit start also retries a refused or failed instance, which reconciling never does on its own.
+      if (event.command === 'start' && (member.status === 'refused' || member.status === 'failed')) {
+        const quota = quotaProblem(state, member);
+        if (quota) return { ...state, log: [...state.log, { seq: 0, at: event.at, instance_id: member.instance_id, outcome: 'refused', command: 'cmd.start', reason: quota }] };
+        const target = member.target === 'stopped' ? 'running' : member.target;
+        const next = { ...state, members: { ...state.members, [member.instance_id]: { ...member, target, sent: `${member.status}:cmd.start`, refused: null } }, outbox: [...state.outbox, { instance_id: member.instance_id, type: 'cmd.start' as const }] };
+        return accepted(next, 'cmd.start', null);
       }
       const target = REQUEST_TARGET[event.command]!;
+      const before = state.outbox.length;
       const next = decide({ ...state, members: { ...state.members, [member.instance_id]: { ...member, target, sent: null, refused: null } } }, event.at);
-      const queued = next.outbox.length > state.outbox.length;
-      if (!queued && !next.log.slice(state.log.length).some((l) => l.instance_id === member.instance_id)) {
-        next.log.push({ seq: 0, at: event.at, instance_id: member.instance_id, outcome: 'accepted', command: `request.${event.command}`, reason: `nothing to do in status ${member.status}` });
-      } else if (queued) {
-        next.log.push({ seq: 0, at: event.at, instance_id: member.instance_id, outcome: 'accepted', command: next.outbox[next.outbox.length - 1]!.type, reason: null });
-      }
-      return next;
+      const refusal = next.log.slice(state.log.length).find((l) => l.instance_id === member.instance_id && l.outcome === 'refused');
+      if (refusal) return next;
+      const queued = next.outbox.slice(before).find((c) => c.instance_id === member.instance_id);
+      return accepted(next, queued?.type ?? `request.${event.command}`, queued ? null : `nothing to do in status ${member.status}`);
     }
     case 'outbox.taken':
       return state.outbox.length === 0 ? state : { ...state, outbox: [] };
+    default:
+      // XState's own events (xstate.stop, ...) leave the state as it is.
+      return state;
   }
 }
 

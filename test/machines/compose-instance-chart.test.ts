@@ -82,7 +82,7 @@ describe('the role decides which parts of the lifecycle exist', () => {
 
   it('has a connector region, disabled unless its secrets are present, only for connectors the pool enables', async () => {
     const gateway = await role('gateway');
-    const chart = composeInstanceChart(gateway, { ingress: false, connectors: ['telegram'] });
+    const chart = composeInstanceChart(gateway, { ingress: false, connectors: ['telegram'], min_runtime_s: gateway.sleep.min_runtime_s });
     const telegram = node(chart, 'running.connector-telegram')!;
     expect(telegram.states!.checking!.always![0]!.guard).toEqual({ type: 'secretsPresent', params: { secrets: ['telegram-bot-token'] } });
     expect(Object.keys(node(chart, 'running')!.states!)).toEqual(['lifecycle', 'connector-telegram']);
@@ -90,10 +90,10 @@ describe('the role decides which parts of the lifecycle exist', () => {
 
   it('has an ingress region only where the role allows it and the pool turns it on', async () => {
     const gateway = await role('gateway');
-    expect(node(composeInstanceChart(gateway, { ingress: true, connectors: [] }), 'running.ingress')).toBeDefined();
-    expect(node(composeInstanceChart(gateway, { ingress: false, connectors: [] }), 'running.ingress')).toBeUndefined();
+    expect(node(composeInstanceChart(gateway, { ingress: true, connectors: [], min_runtime_s: gateway.sleep.min_runtime_s }), 'running.ingress')).toBeDefined();
+    expect(node(composeInstanceChart(gateway, { ingress: false, connectors: [], min_runtime_s: gateway.sleep.min_runtime_s }), 'running.ingress')).toBeUndefined();
     const worker = await role('worker');
-    expect(() => composeInstanceChart(worker, { ingress: true, connectors: [] })).toThrow(/role "worker", ingress.allowed/);
+    expect(() => composeInstanceChart(worker, { ingress: true, connectors: [], min_runtime_s: worker.sleep.min_runtime_s })).toThrow(/role "worker", ingress.allowed/);
   });
 });
 
@@ -114,7 +114,7 @@ describe('the composer refuses what it cannot honour, naming the role and field'
 
   it('refuses a connector the role does not declare', async () => {
     const gateway = await role('gateway');
-    expect(() => composeInstanceChart(gateway, { ingress: false, connectors: ['signal'] })).toThrow(/connector "signal", which the role does not declare/);
+    expect(() => composeInstanceChart(gateway, { ingress: false, connectors: ['signal'], min_runtime_s: gateway.sleep.min_runtime_s })).toThrow(/connector "signal", which the role does not declare/);
   });
 });
 
@@ -138,5 +138,14 @@ describe('chart vocabulary', () => {
       const chart = composeInstanceChart(loaded.manifest, fullOptions(loaded.manifest));
       expect(JSON.parse(JSON.stringify(chart))).toEqual(chart);
     }
+  });
+});
+
+describe('pool options', () => {
+  it('a pool raises the minimum runtime the deferrals wait for, and may not lower it', async () => {
+    const worker = await role('worker');
+    const chart = composeInstanceChart(worker, { ...fullOptions(worker), min_runtime_s: 600 });
+    expect(node(chart, 'running.lifecycle.sleep-deferred')!.entry).toEqual([{ type: 'armDeadline', params: { name: 'min-runtime', seconds: 600, from: 'running_since' } }]);
+    expect(() => composeInstanceChart(worker, { ...fullOptions(worker), min_runtime_s: 10 })).toThrow(/role "worker", sleep.min_runtime_s: the pool asks for 10s, below the role's 300s/);
   });
 });

@@ -27,6 +27,7 @@ export async function chartCommand(options: ChartOptions, output: Output): Promi
   const compose: ComposeOptions = {
     ingress: defaults.ingress && !options.noIngress,
     connectors: options.connectors === undefined ? defaults.connectors : options.connectors.split(',').filter(Boolean),
+    min_runtime_s: defaults.min_runtime_s,
   };
   const chart = composeInstanceChart(role.manifest, compose);
   if (options.format === 'json') printJson(output, chart);

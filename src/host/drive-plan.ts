@@ -1,0 +1,116 @@
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { InstanceContext, PreflightResult } from '../../machines/instance-context.ts';
+import type { LoadedRole } from '../catalog/catalog.ts';
+import type { DriveContent, InstanceSpec } from '../driver/vmm-driver.ts';
+import type { PoolSpec } from '../schemas/desired-state.ts';
+import type { SecretStore } from '../secrets/secret-store.ts';
+
+/**
+ * The contents of each instance's drives, computed once here for every driver: the config
+ * drive (files derived from the pool spec and the manifests, stamped with config_version) and
+ * the secrets drive (exactly the secrets its role and enabled connectors need). Drivers only
+ * materialize them. Preflight checks the same contents against the role's requirements.
+ *
+ * Pool configs are kept on disk per config_version (`<dir>/<tenant>/<pool>/v<N>.json`): a
+ * version that is not there is a missing config drive, and the instance is refused.
+ */
+export class DrivePlanner {
+  constructor(
+    private readonly configDir: string,
+    private readonly secrets: SecretStore,
+  ) {}
+
+  #configFile(tenant: string, pool: string, version: number): string {
+    return path.join(this.configDir, tenant, pool, `v${version}.json`);
+  }
+
+  /** The pool-level part of the config drive, as published for its config_version. */
+  poolConfig(tenant: string, pool: PoolSpec, role: LoadedRole, connectors: readonly string[], ingress: boolean) {
+    return {
+      schema_version: 1,
+      config_version: pool.revision.config_version,
+      tenant_id: tenant,
+      pool_id: pool.pool_id,
+      role: role.manifest.name,
+      profile: pool.profile,
+      manifest_hash: role.hash,
+      services: role.manifest.services.map((s) => ({ name: s.name, program: s.program, args: s.args, ports: s.ports })),
+      ports: role.manifest.ports,
+      vsock: role.manifest.vsock,
+      connectors: [...connectors],
+      ingress,
+    };
+  }
+
+  /** Writes the pool config for its config_version (once; versions are immutable). */
+  publish(tenant: string, pool: PoolSpec, role: LoadedRole, connectors: readonly string[], ingress: boolean): void {
+    const file = this.#configFile(tenant, pool.pool_id, pool.revision.config_version);
+    if (existsSync(file)) return;
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify(this.poolConfig(tenant, pool, role, connectors, ingress), null, 2)}\n`);
+  }
+
+  hasConfig(context: InstanceContext): boolean {
+    return existsSync(this.#configFile(context.tenant_id, context.pool_id, context.config_version));
+  }
+
+  /** Names of the secrets present for this instance's tenant among those its role and connectors use. */
+  secretsPresent(context: InstanceContext, role: LoadedRole): string[] {
+    const names = new Set([...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.flatMap((c) => c.secrets)]);
+    return [...names].filter((name) => this.secrets.has(context.tenant_id, name)).sort();
+  }
+
+  preflight(context: InstanceContext, role: LoadedRole): PreflightResult {
+    const missingDrives: string[] = [];
+    const reasons: string[] = [];
+    for (const drive of role.manifest.drives) {
+      if (!drive.required) continue;
+      if (drive.persistence === 'versioned' && !this.hasConfig(context)) {
+        missingDrives.push(drive.name);
+        reasons.push(`missing-drive:${drive.name}:config_version-${context.config_version}-not-published`);
+      }
+      if (drive.persistence === 'ephemeral') {
+        const missing = role.manifest.secrets.filter((s) => !this.secrets.ensure(context.tenant_id, s)).map((s) => s.name);
+        if (missing.length > 0) {
+          missingDrives.push(drive.name);
+          reasons.push(`missing-drive:${drive.name}:missing-secret:${missing.join(',')}`);
+        }
+      }
+    }
+    return { passed: reasons.length === 0, reason: reasons.length ? reasons.join(' ') : null, secrets_present: this.secretsPresent(context, role), drives_missing: missingDrives };
+  }
+
+  /** The driver spec: drive contents with secrets read now (in memory only). */
+  spec(context: InstanceContext, role: LoadedRole, pool: PoolSpec, connectors: readonly string[], ingress: boolean): InstanceSpec {
+    const drives: DriveContent[] = role.manifest.drives.map((drive) => {
+      const files: Record<string, string> = {};
+      if (drive.persistence === 'versioned') {
+        const config = { ...this.poolConfig(context.tenant_id, pool, role, connectors, ingress), config_version: context.config_version, instance_id: context.instance_id, network: context.network };
+        files['mvm.json'] = `${JSON.stringify(config, null, 2)}\n`;
+      }
+      if (drive.persistence === 'ephemeral') {
+        const wanted = [...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.filter((c) => connectors.includes(c.name)).flatMap((c) => c.secrets)];
+        for (const name of wanted) {
+          const value = this.secrets.reveal(context.tenant_id, name);
+          if (value !== undefined) files[name] = value;
+        }
+      }
+      const sized = drive.persistence === 'persistent' || drive.persistence === 'disposable';
+      return { name: drive.name, device: drive.device, mount: drive.mount, label: drive.label, read_only: drive.read_only, persistence: drive.persistence, size_mib: sized ? pool.resources.data_disk_mib : 16, files };
+    });
+    return {
+      instance_id: context.instance_id,
+      tenant_id: context.tenant_id,
+      pool_id: context.pool_id,
+      role: context.role,
+      profile: context.profile,
+      revision: context.revision,
+      resources: pool.resources,
+      network: context.network,
+      drives,
+      manifest_hash: context.desired_manifest_hash,
+      vsock: { agent_port: role.manifest.vsock.agent_port, handlers: role.manifest.vsock.handlers },
+    };
+  }
+}
