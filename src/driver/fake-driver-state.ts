@@ -51,6 +51,17 @@ const isUp = (vm: VmRecord | undefined): vm is VmRecord & { state: UpState } => 
 
 const copyDrive = (drive: DriveContent): DriveContent => ({ ...drive, files: { ...drive.files } });
 
+/** A record as JSON (Maps and Sets as arrays), for a hypervisor that outlives its process. */
+interface VmRecordJson {
+  state: VmRecord['state'];
+  drives: DriveContent[];
+  snapshot: SnapshotRef | null;
+  bootCount: number;
+  restoreCount: number;
+  image: VmRecord['image'];
+  ready: string[];
+}
+
 export class FakeHypervisor {
   private readonly vms = new Map<string, VmRecord>();
   private readonly readyAfter = new Map<string, number>();
@@ -210,6 +221,22 @@ export class FakeHypervisor {
 
   private stateOf(instanceId: string): ObservedState {
     return this.vms.get(instanceId)?.state ?? 'absent';
+  }
+
+  /** Everything the hypervisor holds, as JSON: what a real host would still have after the control plane dies. */
+  toJSON(): Record<string, VmRecordJson> {
+    const out: Record<string, VmRecordJson> = {};
+    for (const [id, vm] of this.vms) {
+      out[id] = { state: vm.state, drives: [...vm.drives.values()], snapshot: vm.snapshot, bootCount: vm.bootCount, restoreCount: vm.restoreCount, image: vm.image, ready: [...vm.ready] };
+    }
+    return out;
+  }
+
+  load(json: Record<string, VmRecordJson>): void {
+    this.vms.clear();
+    for (const [id, vm] of Object.entries(json)) {
+      this.vms.set(id, { ...vm, drives: new Map(vm.drives.map((d) => [d.name, d])), probes: new Map(), ready: new Set(vm.ready) });
+    }
   }
 
   private create(instanceId: string): VmRecord {

@@ -1,5 +1,6 @@
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Clock } from '../common/clock.ts';
-import { sequentialIds, type IdSource } from '../common/ids.ts';
+import { randomIds, sequentialIds, type IdSource } from '../common/ids.ts';
 import type { ServiceSpec } from '../schemas/role-manifest.ts';
 import { FakeHypervisor, type FakeVmView } from './fake-driver-state.ts';
 import {
@@ -37,6 +38,12 @@ export interface FakeDriverOptions {
   ids?: IdSource;
   /** Simulated duration of each operation, in clock milliseconds. */
   latencyMs?: Partial<Record<DriverOp, number>>;
+  /**
+   * Keep the hypervisor's state in this JSON file, written after every change and read at start,
+   * so "VMs" outlive the process that drives them (crash and restart tests). Snapshot ids are then
+   * random unless `ids` is given.
+   */
+  stateFile?: string;
 }
 
 export interface FaultOptions {
@@ -84,10 +91,21 @@ export class FakeDriver implements VmmDriver {
   private readonly hangs: HangRule[] = [];
   private readonly exitListeners = new Set<(exit: VmExit) => void>();
 
+  private readonly stateFile: string | undefined;
+
   constructor(options: FakeDriverOptions) {
     this.clock = options.clock;
     this.latencyMs = { ...options.latencyMs };
-    this.hypervisor = new FakeHypervisor(options.clock, options.ids ?? sequentialIds());
+    this.stateFile = options.stateFile;
+    this.hypervisor = new FakeHypervisor(options.clock, options.ids ?? (options.stateFile ? randomIds : sequentialIds()));
+    if (this.stateFile && existsSync(this.stateFile)) this.hypervisor.load(JSON.parse(readFileSync(this.stateFile, 'utf8')));
+  }
+
+  /** Writes the state file atomically, so a process killed mid-write leaves the previous state. */
+  private persist(): void {
+    if (!this.stateFile) return;
+    writeFileSync(`${this.stateFile}.tmp`, JSON.stringify(this.hypervisor));
+    renameSync(`${this.stateFile}.tmp`, this.stateFile);
   }
 
   // --- the port ---
@@ -171,6 +189,7 @@ export class FakeDriver implements VmmDriver {
   /** A running or paused VM dies: it becomes `stopped` (persistent drives kept, secrets gone) and onExit listeners are told. */
   crash(instanceId: string, reason = 'SIGKILL'): void {
     if (!this.hypervisor.crash(instanceId)) throw new Error(`cannot crash ${instanceId}: no VM of it is running or paused`);
+    this.persist();
     for (const listener of [...this.exitListeners]) listener({ instance_id: instanceId, reason });
   }
 
@@ -241,7 +260,9 @@ export class FakeDriver implements VmmDriver {
         settle(() => {
           if (fault) return reject(fault);
           try {
-            resolve(effect());
+            const result = effect();
+            this.persist();
+            resolve(result);
           } catch (error) {
             reject(error);
           }

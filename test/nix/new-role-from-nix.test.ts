@@ -4,6 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { evaluateManifests, writeManifests } from '../tools/export-manifests.ts';
 import { aDesiredState, CLI, REPO_ROOT, tempDir } from '../helpers/fixtures.ts';
 import { writeFile } from 'node:fs/promises';
+import { composeInstanceChart, fullOptions } from '../../machines/compose-instance-chart.ts';
+import { loadCatalogStrict } from '../../src/catalog/load-catalog.ts';
+import { aTestHost } from '../host/helpers.ts';
 
 /**
  * The declarative promise: a VM type is added by writing a Nix file. test/fixtures/nix-roles/
@@ -33,7 +36,7 @@ describe('a role defined only in Nix', () => {
       ports: [{ name: 'runner-http', port: 8080, protocol: 'tcp', exposure: 'local' }],
       depends_on: [{ role: 'gateway', condition: 'ready', scope: 'tenant' }],
       sleep: { allowed: true, warm_allowed: false, min_runtime_s: 120, floor: 0 },
-      vsock: { agent_port: 1024, handlers: ['ping', 'readiness', 'service-status'] },
+      vsock: { agent_port: 1024, handlers: ['ping', 'readiness', 'service-status', 'post-restore'] },
       manifest_hash: expect.stringMatching(/^sha256:/),
     });
     const text = await execa('node', [CLI, 'roles', '--roles', dir]);
@@ -58,5 +61,41 @@ describe('a role defined only in Nix', () => {
     const withoutFixture = await execa('node', [CLI, 'validate', file], { reject: false });
     expect(withoutFixture.exitCode).toBe(1);
     expect(withoutFixture.stdout).toContain('tenants[0].pools[3].role: unknown role "sandbox"');
+  });
+
+  it('gets a generated chart and a working lifecycle from the unchanged runtime', async () => {
+    const dir = await exportWithFixture();
+    const catalog = await loadCatalogStrict(dir);
+    const sandbox = catalog.roles.get('sandbox')!.manifest;
+    const chart = composeInstanceChart(sandbox, fullOptions(sandbox));
+    expect(Object.keys(chart.states)).toEqual(expect.arrayContaining(['waiting', 'launching', 'running', 'snapshotting', 'sleeping', 'waking']));
+    expect(Object.keys(chart.states)).not.toContain('draining'); // no drain handler declared
+
+    const t = await aTestHost({ roles: dir });
+    try {
+      const doc = aDesiredState();
+      doc.tenants[0].pools.push({
+        pool_id: 'sandboxes',
+        role: 'sandbox',
+        profile: 'python',
+        revision: { artifacts: 'sandbox-1', config_version: 1, secrets_epoch: 0 },
+        resources: { vcpus: 1, mem_mib: 512, data_disk_mib: 512 },
+        desired_counts: { running: 1, warm: 0, sleeping: 1 },
+      });
+      expect((await t.host.apply(doc)).applied).toBe(true);
+      await t.settle();
+      expect(t.host.instances({ role: 'sandbox' }).map((i) => [i.instance_id, i.status])).toEqual([
+        ['acme-sandboxes-0', 'running'],
+        ['acme-sandboxes-1', 'running'],
+      ]);
+      await t.advance(120_000);
+      expect(t.host.instance('acme-sandboxes-1')!.status).toBe('sleeping');
+      expect(t.host.wake('acme-sandboxes-1').accepted).toBe(true);
+      await t.settle();
+      expect(t.host.instance('acme-sandboxes-1')!.status).toBe('running');
+      expect(t.driver.vm('acme-sandboxes-1').restoreCount).toBe(1);
+    } finally {
+      await t.host.close();
+    }
   });
 });
