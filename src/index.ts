@@ -1,7 +1,7 @@
 /**
- * mvm-actors as a library, for embedding in a host agent. This release exports the schemas,
- * the role catalog and desired-state validation; the actor runtime (createHost) and the server
- * (createServer) follow.
+ * mvm-actors as a library, for embedding in a host agent: the schemas, the role catalog,
+ * desired-state validation, the statechart composer and the actor runtime (createHost) with its
+ * VMM driver port. The server (createServer) follows.
  */
 export { DesiredState, PoolSpec, TenantSpec, Quotas, DesiredCounts } from './schemas/desired-state.ts';
 export { InstanceRecord, InstanceStatus, INSTANCE_STATUSES, NetworkIdentity } from './schemas/instance.ts';
@@ -17,3 +17,14 @@ export { manifestHash } from './catalog/manifest-hash.ts';
 export { describeRole } from './catalog/describe-role.ts';
 export { validateDesiredState, type DesiredStateReport } from './validation/validate-desired-state.ts';
 export { formatIssues, type Issue } from './common/issues.ts';
+
+// The actor runtime.
+export { createHost, Host, type HostOptions, type ApplyResult, type InstanceView, type TenantView, type RequestResult, type HostEvent } from './host/host.ts';
+export { planApply, type Plan, type PlanStep } from './host/plan.ts';
+export type { VmmDriver, InstanceSpec, DriveContent, OpContext, SnapshotRef, ObservedVm, VmExit, DriverOp } from './driver/vmm-driver.ts';
+export { DriverError } from './driver/vmm-driver.ts';
+export { createFakeDriver, FakeDriver } from './driver/fake-driver.ts';
+export { systemClock, type Clock } from './common/clock.ts';
+export { composeInstanceChart, fullOptions, ChartCompositionError, type ComposeOptions } from '../machines/compose-instance-chart.ts';
+export { chartToDot, chartToMermaid } from '../machines/render-chart.ts';
+export type { ChartConfig } from '../machines/chart-config.ts';

@@ -28,3 +28,14 @@ describe('the library example in docs/examples', () => {
     expect(stdout).toMatch(/^acme\/gateway: role gateway/);
   });
 });
+
+describe('the host embedding example in docs/examples', () => {
+  it('applies the example desired state, lists the instances and shows the floor refusal', async () => {
+    const { stdout, exitCode } = await execa('npx', ['tsx', path.join(REPO_ROOT, 'docs/examples/embed-host.ts')], { cwd: REPO_ROOT, reject: false });
+    expect(exitCode).toBe(0);
+    expect(stdout).toContain('applied generation 7: 9 steps');
+    expect(stdout).toMatch(/^acme-gateway-0 +running$/m);
+    expect(stdout).toMatch(/^globex-imessage-0 +refused \(missing-drive:secrets:missing-secret:imessage-credentials\)$/m);
+    expect(stdout).toContain('sleep acme-gateway-0: {"accepted":false,"reason":"sleep-floor:gateway:1"}');
+  });
+});
