@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -157,5 +157,39 @@ describe('mvm-actors in a pipeline', () => {
     const result = await execa('bash', ['-c', `node ${CLI} roles --json | true; echo "status=\${PIPESTATUS[0]}"`], { reject: false });
     expect(result.stderr).toBe('');
     expect(result.stdout).toBe('status=0');
+  });
+});
+
+describe('mvm-actors chart', () => {
+  it('prints the generated chart of a role as JSON, identical to its golden file', async () => {
+    const { stdout, exitCode } = await mvm('chart', 'worker');
+    expect(exitCode).toBe(0);
+    const golden = await readFile(path.join(REPO_ROOT, 'machines/golden/worker.json'), 'utf8');
+    expect(`${stdout}\n`).toBe(golden);
+  });
+
+  it('draws DOT and Mermaid', async () => {
+    const dot = await mvm('chart', 'gateway', '--format', 'dot');
+    expect(dot.stdout).toMatch(/^digraph "gateway instance" \{/);
+    expect(dot.stdout).toContain('"pending" -> "preflight" [label="cmd.start"];');
+    const mermaid = await mvm('chart', 'builder', '--format', 'mermaid');
+    expect(mermaid.stdout).toMatch(/^stateDiagram-v2\n/);
+    expect(mermaid.stdout).toContain('running --> destroying: obs.exited');
+    expect(mermaid.stdout).not.toContain('sleeping');
+  });
+
+  it('draws the chart a pool would get: fewer connectors, no ingress', async () => {
+    const chart = JSON.parse((await mvm('chart', 'gateway', '--connectors', 'whatsapp', '--no-ingress')).stdout);
+    expect(Object.keys(chart.states.running.states)).toEqual(['lifecycle', 'connector-whatsapp']);
+  });
+
+  it('names the problem for an unknown role, format or connector', async () => {
+    const role = await mvm('chart', 'pager');
+    expect([role.exitCode, role.stderr]).toEqual([2, 'mvm-actors: chart: unknown role "pager"; loaded roles: builder, capability-imessage, gateway, worker']);
+    const format = await mvm('chart', 'gateway', '--format', 'svg');
+    expect(format.stderr).toBe('mvm-actors: chart: unknown format "svg"; choose one of: json, dot, mermaid');
+    const connector = await mvm('chart', 'gateway', '--connectors', 'signal');
+    expect(connector.exitCode).toBe(2);
+    expect(connector.stderr).toContain('role "gateway", connectors: the pool enables connector "signal", which the role does not declare');
   });
 });
