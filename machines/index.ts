@@ -1,5 +1,12 @@
 /**
- * The pure statechart layer. It holds no code yet: the actor-runtime issue adds the chart
- * composer (role manifest -> machine config) and its vocabulary here. See README.md.
+ * The pure statechart layer: role manifest -> instance chart (data with names only), the
+ * closed vocabulary those charts use, the tenant supervisor reducer, and chart renderers.
+ * Nothing here performs I/O or reads the clock; src/ implements the vocabulary. See README.md.
  */
-export {};
+export * from './chart-config.ts';
+export * from './vocabulary.ts';
+export * from './compose-instance-chart.ts';
+export * from './check-chart-vocabulary.ts';
+export * from './instance-context.ts';
+export * from './tenant-supervisor.ts';
+export * from './render-chart.ts';

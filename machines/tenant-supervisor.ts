@@ -35,6 +35,8 @@ export interface TenantMember {
   sent: string | null;
   /** The reason of the last refusal logged, so a standing refusal is logged once and retried quietly. */
   refused: string | null;
+  /** Set by each configure: a failed or refused instance gets one more start from a new apply. */
+  retry: boolean;
 }
 
 export interface TenantLogEntry {
@@ -138,6 +140,7 @@ function wantedCommand(state: TenantState, member: TenantMember): TenantCommand[
   if (target === 'stopped') return status === 'stopped' || status === 'stopping' || status === 'pending' || status === 'refused' || status === 'failed' ? null : 'cmd.stop';
   if (status === 'waiting') return dependenciesSatisfied(state, member.role) ? 'dep.ready' : null;
   if (STARTABLE.has(status)) return 'cmd.start';
+  if ((status === 'failed' || status === 'refused') && member.retry) return 'cmd.start';
   switch (target) {
     case 'running':
       return status === 'warm' ? 'cmd.resume' : status === 'sleeping' ? 'cmd.wake' : null;
@@ -171,7 +174,7 @@ function decide(state: TenantState, at: number): TenantState {
       members[member.instance_id] = { ...member, refused: refusal };
       continue;
     }
-    members[member.instance_id] = { ...member, sent: key, refused: null };
+    members[member.instance_id] = { ...member, sent: key, refused: null, retry: command === 'cmd.start' ? false : member.retry };
     if (command === 'cmd.warm' || command === 'cmd.sleep') pendingStops.set(member.role, (pendingStops.get(member.role) ?? 0) + 1);
     outbox.push({ instance_id: member.instance_id, type: command });
   }
@@ -199,17 +202,18 @@ function reduce(state: TenantState, event: TenantEvent): TenantState {
       for (const m of event.members) {
         const existing = state.members[m.instance_id];
         // A new apply re-sends what is due, so an instance that failed is tried again.
-        members[m.instance_id] = { ...m, status: existing?.status ?? 'pending', sent: null, refused: null };
+        members[m.instance_id] = { ...m, status: existing?.status ?? 'pending', sent: null, refused: null, retry: true };
       }
       for (const [id, m] of Object.entries(state.members)) {
-        if (!members[id] && m.status !== 'destroyed') members[id] = { ...m, target: 'removed', sent: null, refused: null };
+        if (!members[id] && m.status !== 'destroyed') members[id] = { ...m, target: 'removed', sent: null, refused: null, retry: false };
       }
       return decide({ ...state, roles: event.roles, floors: event.floors, quotas: event.quotas, members }, event.at);
     }
     case 'member.status': {
       const member = state.members[event.instance_id];
       if (!member || member.status === event.status) return state;
-      return decide({ ...state, members: { ...state.members, [event.instance_id]: { ...member, status: event.status } } }, event.at);
+      // A command is due once per entry into a status, so entering a status again may send it again.
+      return decide({ ...state, members: { ...state.members, [event.instance_id]: { ...member, status: event.status, sent: null } } }, event.at);
     }
     case 'member.gone': {
       if (!state.members[event.instance_id]) return state;

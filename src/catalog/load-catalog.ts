@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
+import { ChartCompositionError, composeInstanceChart, fullOptions } from '../../machines/compose-instance-chart.ts';
 import { fromZodError } from '../common/issues.ts';
 import { ProfileManifest } from '../schemas/profile-manifest.ts';
 import { RoleManifest } from '../schemas/role-manifest.ts';
@@ -112,6 +113,17 @@ export async function loadCatalog(dir: string = BUILTIN_MANIFEST_DIR): Promise<L
         problems.push({ file: role.source, path: `depends_on[${index}].role`, message: `role "${name}" depends on role "${dep.role}", which is not loaded` });
       }
     });
+  }
+  // A manifest the statechart composer cannot honour is refused now, at load time, not when the
+  // first instance of the role is created.
+  for (const [name, role] of roles) {
+    try {
+      composeInstanceChart(role.manifest, fullOptions(role.manifest));
+    } catch (error) {
+      if (!(error instanceof ChartCompositionError)) throw error;
+      problems.push({ file: role.source, path: error.field, message: error.message });
+      roles.delete(name);
+    }
   }
   for (const cycle of dependencyCycles(roles)) {
     const first = roles.get(cycle[0]!)!;

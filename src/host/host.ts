@@ -373,9 +373,10 @@ export class Host {
       return undefined;
     }
     const { machine, chartVersion } = this.#logic.machineFor(role.manifest, options);
-    const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: 'pending', lastEvent: 'xstate.init', deferred: null, context };
+    // status '' until the first snapshot, which journals the instance's first status (from null).
+    const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: '', lastEvent: snapshot ? 'restored' : 'created', deferred: null, context };
     const inspect = (event: InspectionEvent) => {
-      if (event.type === '@xstate.event' && (event.actorRef as AnyActorRef) === handle.actor) handle.lastEvent = event.event.type;
+      if (event.type === '@xstate.event' && (event.actorRef as AnyActorRef) === handle.actor && event.event.type !== 'xstate.init') handle.lastEvent = event.event.type;
     };
     const actor = createActor(machine, {
       id: context.instance_id,
@@ -415,8 +416,13 @@ export class Host {
       this.#emit({ type: 'deferral', seq, instance_id: context.instance_id, tenant_id: context.tenant_id, command: deferred });
     }
     handle.deferred = deferred;
-    if (status === handle.status && handle.lastEvent !== 'xstate.init') return;
-    const from = handle.status;
+    if (status === handle.status) return;
+    const from = handle.status === '' ? null : handle.status;
+    if (from === null && handle.lastEvent === 'restored') {
+      // A restored actor resumes its recorded status; that is not a transition.
+      handle.status = status;
+      return;
+    }
     handle.status = status;
     const seq = this.#store.appendJournal({
       at,
@@ -430,6 +436,7 @@ export class Host {
     });
     this.#log.debug({ tenant: context.tenant_id, pool: context.pool_id, instance: context.instance_id, from, to: status, event: handle.lastEvent }, 'transition');
     this.#emit({ type: 'transition', seq, instance_id: context.instance_id, tenant_id: context.tenant_id, from, to: status, event: handle.lastEvent, reason: context.status_reason });
+    if (from === null) return; // the tenant learns of new members from its configuration
     this.#enqueue(() => this.#sendTenant(context.tenant_id, { type: 'member.status', at, instance_id: context.instance_id, status }));
     if (status === 'destroyed') this.#enqueue(() => this.#forget(handle));
   }

@@ -131,3 +131,21 @@ describe('manifest hashes', () => {
     expect(manifestHash({ a: 1 })).not.toBe(manifestHash({ a: 2 }));
   });
 });
+
+describe('roles the statechart composer cannot honour', () => {
+  it('are refused at load time, naming the role and field, and left out', async () => {
+    const dir = await copyOfBuiltins();
+    await editRole(dir, 'capability-imessage', (m) => {
+      m.vsock.handlers = ['ping', 'readiness', 'service-status'];
+    });
+    const { catalog, problems } = await loadCatalog(dir);
+    expect(problems).toEqual([
+      {
+        file: path.join(dir, 'roles/capability-imessage.json'),
+        path: 'vsock.handlers',
+        message: 'role "capability-imessage", vsock.handlers: a role that may sleep needs the "post-restore" handler (secrets and entropy are refreshed after every wake)',
+      },
+    ]);
+    expect(catalog.roles.has('capability-imessage')).toBe(false);
+  });
+});

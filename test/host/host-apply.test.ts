@@ -236,6 +236,35 @@ describe('host: failures and restarts', () => {
     expect(t.host.instance('globex-gateway-0')).toMatchObject({ status: 'failed', status_reason: 'boot' });
   });
 
+  it('a new apply gives a failed instance one more start', async () => {
+    const t = await started();
+    t.driver.failNext('boot', { instanceId: 'globex-gateway-0', code: 'kvm-missing', retryable: false });
+    await t.host.apply(aDesiredState());
+    await t.settle();
+    expect(t.host.instance('globex-gateway-0')!.status).toBe('failed');
+    const again = aDesiredState();
+    again.generation = 8;
+    await t.host.apply(again);
+    await t.settle();
+    expect(t.host.instance('globex-gateway-0')!.status).toBe('running');
+  });
+
+  it('journals each instance from its creation, one entry per status change', async () => {
+    const t = await started();
+    await t.host.apply(aDesiredState());
+    await t.settle();
+    const entries = t.host.journal({ instanceId: 'globex-gateway-0' });
+    expect(entries.map((e) => [e.from, e.to])).toEqual([
+      [null, 'pending'],
+      ['pending', 'preflight'],
+      ['preflight', 'provisioning'],
+      ['provisioning', 'booting'],
+      ['booting', 'starting-services'],
+      ['starting-services', 'running'],
+    ]);
+    expect(entries[0]!.event).toBe('created');
+  });
+
   it('restores every actor after a restart without touching running VMs', async () => {
     let t = await started();
     await t.host.apply(aDesiredState());

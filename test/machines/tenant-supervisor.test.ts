@@ -123,4 +123,24 @@ describe('tenant supervisor', () => {
     expect(state.log.at(-1)!.seq).toBe(state.next_log_seq - 1);
     expect(state.log[0]!.seq).toBe(state.next_log_seq - 200);
   });
+
+  it('sends a command again when a member enters the same status again', () => {
+    let state = run(configure([{ id: 'g-0', role: 'gateway', target: 'running' }]));
+    expect(state.outbox).toEqual([{ instance_id: 'g-0', type: 'cmd.start' }]);
+    state = tenantTransition(state, { type: 'outbox.taken', at: 1 });
+    state = tenantTransition(state, status('g-0', 'running'));
+    state = tenantTransition(state, status('g-0', 'pending')); // e.g. restored from an older chart
+    expect(state.outbox).toEqual([{ instance_id: 'g-0', type: 'cmd.start' }]);
+  });
+
+  it('gives failed and refused members one more start per configuration, not a loop', () => {
+    let state = run(configure([{ id: 'g-0', role: 'gateway', target: 'running' }]), { type: 'outbox.taken', at: 1 }, status('g-0', 'failed'));
+    expect(state.outbox).toEqual([]);
+    state = tenantTransition(state, configure([{ id: 'g-0', role: 'gateway', target: 'running' }]));
+    expect(state.outbox).toEqual([{ instance_id: 'g-0', type: 'cmd.start' }]);
+    state = tenantTransition(state, { type: 'outbox.taken', at: 2 });
+    state = tenantTransition(state, status('g-0', 'preflight'));
+    state = tenantTransition(state, status('g-0', 'refused'));
+    expect(state.outbox).toEqual([]);
+  });
 });
