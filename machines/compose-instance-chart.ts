@@ -155,7 +155,6 @@ function runningState(role: RoleManifest, options: ComposeOptions): StateConfig 
   const lifecycleStates: Record<string, StateConfig> = { idle: {} };
   const on: Record<string, TransitionConfig | TransitionConfig[]> = {
     'cmd.stop': { target: '#vm.stopping' },
-    'obs.secrets-changed': { actions: [act('recordSecrets')] },
     'obs.exited': lifecycle.disposable ? { target: '#vm.destroying', actions: [act('recordExit')], description: 'A disposable role ran to completion.' } : restartOrFail(role),
   };
 
@@ -299,9 +298,21 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
     ...(lifecycle.disposable ? { always: [{ target: '#vm.destroying' }] } : {}),
     on: { 'cmd.start': { target: start }, 'cmd.retire': { target: '#vm.destroying' }, ...destroy },
   };
+  // A failure leaves the VM as the failed effect left it (up after a readiness timeout, paused
+  // after a failed resume): stop it, and stop it again before any restart, so a restart always
+  // boots cold and nothing runs unaccounted (stop is idempotent).
   states.failed = {
-    description: 'An effect failed or timed out: status_reason says which.',
-    on: { 'cmd.start': { target: start }, 'cmd.stop': { target: '#vm.stopping' }, 'cmd.retire': { target: '#vm.destroying' }, ...destroy },
+    description: 'An effect failed or timed out: status_reason says which. The VM is stopped before any restart.',
+    initial: 'halting',
+    on: { 'cmd.start': { target: '.restarting' }, 'cmd.stop': { target: '#vm.stopping' }, 'cmd.retire': { target: '#vm.destroying' }, ...destroy },
+    states: {
+      halting: { invoke: [{ id: 'halt', src: 'stop', onDone: { target: 'halted' }, onError: { target: 'halted' } }] },
+      halted: {},
+      restarting: {
+        invoke: [{ id: 'stop-before-restart', src: 'stop', onDone: { target: start }, onError: { target: 'halted', actions: [act('recordFailure', { what: 'stop before restart' })] } }],
+        on: { 'cmd.start': {} },
+      },
+    },
   };
   states.destroying = { invoke: [{ id: 'destroy', src: 'destroy', onDone: { target: '#vm.destroyed' }, onError: failTo('destroy') }] };
   states.destroyed = { description: 'Removed with its drives and snapshots.', type: 'final' };
@@ -310,7 +321,9 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
     id: 'vm',
     description: `Instance lifecycle of role ${role.name}.`,
     initial: 'pending',
-    on: { 'cmd.revise': { actions: [act('recordRevision')] } },
+    // Secrets can change in any state (an operator puts or revokes one while the instance sleeps);
+    // record them everywhere, so connectors come up from current knowledge after a wake.
+    on: { 'cmd.revise': { actions: [act('recordRevision')] }, 'obs.secrets-changed': { actions: [act('recordSecrets')] } },
     states,
   };
   checkChartVocabulary(chart, role.name);

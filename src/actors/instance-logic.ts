@@ -22,7 +22,7 @@ export interface InstanceEffects {
   /** The driver spec for an instance: network, resources and the computed drive contents. */
   specFor(context: InstanceContext): InstanceSpec;
   /** Checks the computed drives against the role (required drives and secrets present). */
-  preflight(context: InstanceContext): PreflightResult;
+  preflight(context: InstanceContext): PreflightResult | Promise<PreflightResult>;
 }
 
 /** Events an instance actor handles, beyond XState's own done/error events. */

@@ -158,6 +158,8 @@ export class FakeHypervisor {
   stop(instanceId: string): void {
     const vm = this.vms.get(instanceId);
     if (isUp(vm)) shutDown(vm);
+    // A VM stopped before it ever ran still loses its secrets drive.
+    else if (vm) removeEphemeralDrives(vm);
   }
 
   destroy(instanceId: string): void {
@@ -266,8 +268,12 @@ function serviceKey(instanceId: string, service: string): string {
 /** A stopped guest loses its memory: secrets drives go, readiness starts over. */
 function shutDown(vm: VmRecord): void {
   vm.state = 'stopped';
-  for (const [name, drive] of vm.drives) if (drive.persistence === 'ephemeral') vm.drives.delete(name);
+  removeEphemeralDrives(vm);
   resetGuest(vm);
+}
+
+function removeEphemeralDrives(vm: VmRecord): void {
+  for (const [name, drive] of vm.drives) if (drive.persistence === 'ephemeral') vm.drives.delete(name);
 }
 
 function resetGuest(vm: VmRecord): void {

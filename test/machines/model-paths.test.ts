@@ -129,7 +129,7 @@ function toModelConfig(chart: ChartConfig, usesMinRuntime: boolean): Record<stri
   };
   const root = visit(chart, []);
   // An observation of changed secrets updates the store wherever the instance ignores it.
-  (root.on as Record<string, unknown>)['obs.secrets-changed'] = { actions: [{ type: 'setStore' }] };
+  (root.on as Record<string, unknown>)['obs.secrets-changed'] ??= { actions: [{ type: 'setStore' }] };
   return root;
 }
 
@@ -367,6 +367,8 @@ interface World {
   /** The tenant's store holds the role's optional secrets. */
   store: boolean;
   preflight: 'pass' | 'refuse' | 'throw';
+  /** Completes the preflight the actor is waiting for, if any. */
+  pendingPreflight?: (() => void) | undefined;
 }
 
 function roleHarness(loaded: LoadedRole, options: ComposeOptions) {
@@ -407,14 +409,20 @@ function roleHarness(loaded: LoadedRole, options: ComposeOptions) {
       vsock: { agent_port: role.vsock.agent_port, handlers: role.vsock.handlers },
     };
   };
-  const preflight = (_context: InstanceContext): PreflightResult => {
-    const how = w().preflight;
-    if (how === 'throw') throw new Error('preflight broke (injected)');
-    const secrets_present = secretsPresent();
-    return how === 'pass'
-      ? { passed: true, reason: null, secrets_present, drives_missing: [] }
-      : { passed: false, reason: 'missing-drive:secrets:missing-secret:injected', secrets_present, drives_missing: ['secrets'] };
-  };
+  // Preflight, like every effect, completes only when the path says so.
+  const preflight = (_context: InstanceContext): Promise<PreflightResult> =>
+    new Promise<PreflightResult>((resolve, reject) => {
+      w().pendingPreflight = () => {
+        const how = w().preflight;
+        if (how === 'throw') return reject(new Error('preflight broke (injected)'));
+        const secrets_present = secretsPresent();
+        resolve(
+          how === 'pass'
+            ? { passed: true, reason: null, secrets_present, drives_missing: [] }
+            : { passed: false, reason: 'missing-drive:secrets:missing-secret:injected', secrets_present, drives_missing: ['secrets'] },
+        );
+      };
+    });
   const logic = createInstanceLogic({ driver, clock, specFor, preflight });
   const { machine } = logic.machineFor(role, options);
   return {
@@ -581,7 +589,12 @@ async function executePath(r: RoleUnderTest, steps: Step[], visited?: Set<string
   const complete = async (id: string, fail: boolean): Promise<string | undefined> => {
     const info = r.invokes.get(id);
     if (!info) return `no invoke ${id} in the chart`;
-    if (info.src !== 'preflight') {
+    if (info.src === 'preflight') {
+      const pending = world.pendingPreflight;
+      if (!pending) return `the model completes ${id} but the actor has no preflight pending`;
+      world.pendingPreflight = undefined;
+      pending();
+    } else {
       const call = gate.pending.find((p) => p.op === info.src && p.service === info.service);
       if (!call) return `the model completes ${id} but the actor has no ${info.src} call pending (pending: ${gate.pending.map((p) => p.op).join(', ') || 'none'})`;
       call.release(fail);
@@ -649,7 +662,11 @@ interface KnownBug {
 const e = (type: string, more: Partial<ModelEvent> = {}): ModelEvent => ({ type, ...more }) as ModelEvent;
 const LAUNCH = (service: string) => [e('xstate.done.actor.preflight', { output: { passed: true } }), e('xstate.done.actor.prepareDrives'), e('xstate.done.actor.boot'), e(`xstate.done.actor.checkReadiness.${service}`)];
 
-const KNOWN_BUGS: KnownBug[] = [
+/**
+ * Bugs these paths found, now fixed. Each keeps its reproduction as a regression: the path that
+ * once showed it must hold every invariant. New findings go in KNOWN_BUGS until they are fixed.
+ */
+const FIXED_BUGS: KnownBug[] = [
   {
     id: 'stop-keeps-secrets',
     title:
@@ -671,7 +688,7 @@ const KNOWN_BUGS: KnownBug[] = [
     matches: (v) => v.kind === 'state' && v.vm === 'paused' && (v.top === 'launching' || v.top === 'failed'),
     repro: {
       role: 'gateway',
-      events: [e('cmd.start'), ...LAUNCH('openclaw-gateway'), e('cmd.warm'), e('deadline.min-runtime'), e('xstate.done.actor.pause'), e('cmd.resume'), e('xstate.error.actor.resume'), e('cmd.start'), ...LAUNCH('openclaw-gateway')],
+      events: [e('cmd.start'), ...LAUNCH('openclaw-gateway'), e('cmd.warm'), e('deadline.min-runtime'), e('xstate.done.actor.pause'), e('cmd.resume'), e('xstate.error.actor.resume'), e('cmd.start'), e('xstate.done.actor.stop-before-restart'), ...LAUNCH('openclaw-gateway')],
     },
   },
   {
@@ -679,7 +696,7 @@ const KNOWN_BUGS: KnownBug[] = [
     title:
       'recordBoot records the desired manifest hash after every successful boot call, but boot is a no-op on a VM that is still up: after a revision, a failed stop and cmd.start, the instance claims to run the new manifest while the VM runs the old one',
     matches: (v) => v.kind === 'manifest-hash' && v.lastBootNoop,
-    repro: { role: 'gateway', events: [e('cmd.start'), ...LAUNCH('openclaw-gateway'), e('cmd.revise'), e('cmd.stop'), e('xstate.error.actor.stop'), e('cmd.start'), ...LAUNCH('openclaw-gateway')] },
+    repro: { role: 'gateway', events: [e('cmd.start'), ...LAUNCH('openclaw-gateway'), e('cmd.revise'), e('cmd.stop'), e('xstate.error.actor.stop'), e('cmd.start'), e('xstate.done.actor.stop-before-restart'), ...LAUNCH('openclaw-gateway')] },
   },
   {
     id: 'stale-connector-secrets',
@@ -689,6 +706,9 @@ const KNOWN_BUGS: KnownBug[] = [
     repro: { role: 'gateway', events: [e('cmd.start'), e('xstate.done.actor.preflight', { output: { passed: true } }), e('obs.secrets-changed', { present: true }), ...LAUNCH('openclaw-gateway').slice(1)] },
   },
 ];
+
+const KNOWN_BUGS: KnownBug[] = [];
+
 
 // ---------------------------------------------------------------------------------------------
 
@@ -785,6 +805,17 @@ describe('model-based paths of the generated instance charts', () => {
       const [path] = getPathsFromEvents(r.model, bug.repro.events as never, { serializeState: (s: AnyMachineSnapshot) => JSON.stringify([s.value, s.context]) } as never) as unknown as Path[];
       const v = await executePath(r, path!.steps as Step[]);
       expect(v && { id: bug.id, matches: bug.matches(v), message: v.message }).toMatchObject({ id: bug.id, matches: true });
+    });
+  }
+
+  for (const bug of FIXED_BUGS) {
+    it(`regression: the path that showed ${bug.id} now holds every invariant`, async () => {
+      const r = prepare(bug.repro.role);
+      const [path] = getPathsFromEvents(r.model, bug.repro.events as never, { serializeState: (s: AnyMachineSnapshot) => JSON.stringify([s.value, s.context]) } as never) as unknown as Path[];
+      expect(path, 'the reproduction path still exists in the model').toBeDefined();
+      expect(path!.steps.length).toBe(bug.repro.events.length + 1);
+      const v = await executePath(r, path!.steps as Step[]);
+      expect(v?.message).toBeUndefined();
     });
   }
 });

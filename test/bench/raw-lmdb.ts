@@ -1,0 +1,107 @@
+import { open, type Key } from 'lmdb';
+import { DB, MAX_DBS, journalRange, snapshotRange } from '../../src/store/keys.ts';
+
+/**
+ * LMDB measured directly: the size of what the host really persisted, and the raw batched put
+ * rate of values like it (the yardstick for the store's persisted-transition rate).
+ */
+
+export interface PersistedSizes {
+  instanceSnapshots: number;
+  /** Encoded (msgpack, as stored) bytes of one instance snapshot record. */
+  snapshotBytes: { avg: number; min: number; max: number };
+  journalEntries: number;
+  journalEntryBytes: { avg: number; min: number; max: number };
+  /** A decoded instance snapshot record of about the average size, to replay in the raw test. */
+  sample: Record<string, unknown>;
+}
+
+function summarise(sizes: number[]): { avg: number; min: number; max: number } {
+  if (sizes.length === 0) return { avg: 0, min: 0, max: 0 };
+  let sum = 0;
+  let min = Infinity;
+  let max = 0;
+  for (const s of sizes) {
+    sum += s;
+    if (s < min) min = s;
+    if (s > max) max = s;
+  }
+  return { avg: sum / sizes.length, min, max };
+}
+
+/** Reads a closed host's store (`<dataDir>/state.lmdb`) without going through the Store. */
+export async function readPersistedSizes(storePath: string): Promise<PersistedSizes> {
+  const root = open<unknown, Key>({ path: storePath, maxDbs: MAX_DBS });
+  try {
+    const snapshots = root.openDB<unknown, Key>({ name: DB.snapshots });
+    const journal = root.openDB<unknown, Key>({ name: DB.journal });
+    const range = snapshotRange('instance');
+    const sizes: number[] = [];
+    const keys: Key[] = [];
+    for (const key of snapshots.getKeys({ start: range.start, end: range.end })) {
+      const bytes = snapshots.getBinary(key);
+      if (!bytes) continue;
+      sizes.push(bytes.length);
+      keys.push(key);
+    }
+    if (keys.length === 0) throw new Error(`no instance snapshots in ${storePath}`);
+    const snapshotBytes = summarise(sizes);
+    // The record closest to the average size.
+    let best = 0;
+    for (let i = 1; i < sizes.length; i++) if (Math.abs(sizes[i]! - snapshotBytes.avg) < Math.abs(sizes[best]! - snapshotBytes.avg)) best = i;
+    const sample = snapshots.get(keys[best]!) as Record<string, unknown>;
+
+    const jr = journalRange(0);
+    const journalSizes: number[] = [];
+    let journalEntries = 0;
+    for (const key of journal.getKeys({ start: jr.start, end: jr.end })) {
+      journalEntries++;
+      // Every 10th entry is enough for the size figure.
+      if (journalEntries % 10 !== 1) continue;
+      const bytes = journal.getBinary(key);
+      if (bytes) journalSizes.push(bytes.length);
+    }
+    return { instanceSnapshots: keys.length, snapshotBytes, journalEntries, journalEntryBytes: summarise(journalSizes), sample };
+  } finally {
+    await root.close();
+  }
+}
+
+export interface RawPutResult {
+  values: number;
+  valueBytes: number;
+  rounds: number;
+  /** Puts per second, each round: N put() calls in one event turn, then await all (committed, not fsynced). */
+  putsPerSecond: number[];
+  /** Median over rounds. */
+  median: number;
+}
+
+/**
+ * Raw LMDB batched puts: `n` copies of `sample` (ids changed) put in one event turn into a
+ * named DB of a fresh environment opened with the store's settings (defaults, msgpack), then
+ * awaited; repeated `rounds` times with fresh keys.
+ */
+export async function rawBatchedPuts(storePath: string, sample: Record<string, unknown>, n: number, rounds: number): Promise<RawPutResult> {
+  const root = open<unknown, Key>({ path: storePath, maxDbs: MAX_DBS });
+  try {
+    const db = root.openDB<unknown, Key>({ name: DB.snapshots });
+    let valueBytes = 0;
+    const rates: number[] = [];
+    // One untimed warm-up round (JIT, page allocation), then the measured ones.
+    for (let round = -1; round < rounds; round++) {
+      const values = Array.from({ length: n }, (_, i) => ({ ...sample, id: `raw-${round + 1}-${i}` }));
+      const started = performance.now();
+      const writes: Promise<boolean>[] = new Array<Promise<boolean>>(n);
+      for (let i = 0; i < n; i++) writes[i] = db.put(['instance', `raw-${round + 1}-${i}`], values[i]);
+      await Promise.all(writes);
+      const seconds = (performance.now() - started) / 1000;
+      if (round >= 0) rates.push(n / seconds);
+      else valueBytes = db.getBinary(['instance', 'raw-0-0'])?.length ?? 0;
+    }
+    const sorted = [...rates].sort((a, b) => a - b);
+    return { values: n, valueBytes, rounds, putsPerSecond: rates, median: sorted[Math.floor(sorted.length / 2)]! };
+  } finally {
+    await root.close();
+  }
+}
