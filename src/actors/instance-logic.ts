@@ -137,10 +137,18 @@ export function createInstanceLogic(effects: InstanceEffects) {
   const roles = new Map<string, RoleManifest>();
   const roleOf = (context: InstanceContext) => roles.get(context.role);
   const cache = new Map<string, InstanceMachine>();
+  // Composing and hashing a chart costs far more than looking it up: remember it per manifest
+  // object and options, so ten thousand instances of two pools compose two charts.
+  const composed = new WeakMap<RoleManifest, Map<string, InstanceMachine>>();
 
   return {
     /** The machine for a role and pool options; built once per distinct chart. */
     machineFor(role: RoleManifest, options: ComposeOptions): InstanceMachine {
+      const optionsKey = `${options.ingress}|${[...options.connectors].sort().join(',')}|${options.min_runtime_s}`;
+      let byOptions = composed.get(role);
+      if (!byOptions) composed.set(role, (byOptions = new Map()));
+      const known = byOptions.get(optionsKey);
+      if (known) return known;
       roles.set(role.name, role);
       const chart = composeInstanceChart(role, options);
       const chartVersion = createHash('sha256').update(canonicalJson(chart)).digest('hex').slice(0, 16);
@@ -152,6 +160,7 @@ export function createInstanceLogic(effects: InstanceEffects) {
         entry = { machine: machine as unknown as AnyStateMachine, chart, chartVersion };
         cache.set(chartVersion, entry);
       }
+      byOptions.set(optionsKey, entry);
       return entry;
     },
     errorSummary,

@@ -1,5 +1,3 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import type { InstanceContext, PreflightResult } from '../../machines/instance-context.ts';
 import type { LoadedRole } from '../catalog/catalog.ts';
 import type { DriveContent, InstanceSpec } from '../driver/vmm-driver.ts';
@@ -12,17 +10,28 @@ import type { SecretStore } from '../secrets/secret-store.ts';
  * the secrets drive (exactly the secrets its role and enabled connectors need). Drivers only
  * materialize them. Preflight checks the same contents against the role's requirements.
  *
- * Pool configs are kept on disk per config_version (`<dir>/<tenant>/<pool>/v<N>.json`): a
- * version that is not there is a missing config drive, and the instance is refused.
+ * Pool configs are published per config_version in the host's store (`config:<tenant>:<pool>:v<N>`):
+ * a version that is not there (never published, or withdrawn) is a missing config drive, and
+ * the instance is refused.
  */
-export class DrivePlanner {
-  constructor(
-    private readonly configDir: string,
-    private readonly secrets: SecretStore,
-  ) {}
+export interface ConfigRecords {
+  putMeta(key: string, value: unknown): void;
+  deleteMeta(key: string): void;
+  metaKeys(prefix: string): string[];
+}
 
-  #configFile(tenant: string, pool: string, version: number): string {
-    return path.join(this.configDir, tenant, pool, `v${version}.json`);
+export class DrivePlanner {
+  readonly #published: Set<string>;
+
+  constructor(
+    private readonly records: ConfigRecords,
+    private readonly secrets: SecretStore,
+  ) {
+    this.#published = new Set(records.metaKeys('config:'));
+  }
+
+  #configKey(tenant: string, pool: string, version: number): string {
+    return `config:${tenant}:${pool}:v${version}`;
   }
 
   /** The pool-level part of the config drive, as published for its config_version. */
@@ -43,16 +52,31 @@ export class DrivePlanner {
     };
   }
 
-  /** Writes the pool config for its config_version (once; versions are immutable). */
-  publish(tenant: string, pool: PoolSpec, role: LoadedRole, connectors: readonly string[], ingress: boolean): void {
-    const file = this.#configFile(tenant, pool.pool_id, pool.revision.config_version);
-    if (existsSync(file)) return;
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(file, `${JSON.stringify(this.poolConfig(tenant, pool, role, connectors, ingress), null, 2)}\n`);
+  /** Publishes the pool configs for their config_versions (once: versions are immutable). */
+  publishAll(pools: { tenant: string; pool: PoolSpec; role: LoadedRole; connectors: readonly string[]; ingress: boolean }[]): void {
+    for (const { tenant, pool, role, connectors, ingress } of pools) {
+      const key = this.#configKey(tenant, pool.pool_id, pool.revision.config_version);
+      if (this.#published.has(key)) continue;
+      this.records.putMeta(key, this.poolConfig(tenant, pool, role, connectors, ingress));
+      this.#published.add(key);
+    }
+  }
+
+  /** Withdraws a published config version: instances that need it are refused at their next start or wake. */
+  withdraw(tenant: string, pool: string, version: number): boolean {
+    const key = this.#configKey(tenant, pool, version);
+    if (!this.#published.delete(key)) return false;
+    this.records.deleteMeta(key);
+    return true;
+  }
+
+  publishedVersions(tenant: string, pool: string): number[] {
+    const prefix = `config:${tenant}:${pool}:v`;
+    return [...this.#published].filter((k) => k.startsWith(prefix)).map((k) => Number(k.slice(prefix.length))).sort((x, y) => x - y);
   }
 
   hasConfig(context: InstanceContext): boolean {
-    return existsSync(this.#configFile(context.tenant_id, context.pool_id, context.config_version));
+    return this.#published.has(this.#configKey(context.tenant_id, context.pool_id, context.config_version));
   }
 
   /** Names of the secrets present for this instance's tenant among those its role and connectors use. */

@@ -9,8 +9,9 @@ import type { Catalog, LoadedRole } from '../catalog/catalog.ts';
 import { loadCatalogStrict } from '../catalog/load-catalog.ts';
 import { systemClock, type Clock } from '../common/clock.ts';
 import type { Issue } from '../common/issues.ts';
-import type { VmmDriver } from '../driver/vmm-driver.ts';
+import type { InstanceSpec, VmmDriver } from '../driver/vmm-driver.ts';
 import type { DesiredState, PoolSpec, TenantSpec } from '../schemas/desired-state.ts';
+import type { SecretSpec } from '../schemas/role-manifest.ts';
 import { SecretStore, type SecretInfo } from '../secrets/secret-store.ts';
 import { openStore, type Store } from '../store/lmdb-store.ts';
 import type { JournalEntry } from '../store/records.ts';
@@ -116,6 +117,7 @@ export class Host {
   readonly #instances = new Map<string, InstanceHandle>();
   readonly #tenants = new Map<string, Actor<typeof tenantLogic>>();
   readonly #pools = new Map<string, PoolRuntime>();
+  readonly #specs = new Map<string, { key: string; spec: InstanceSpec }>();
   readonly #hostNumbers = new Map<string, NumberPool>();
   readonly #cids = new NumberPool(3);
   readonly #listeners = new Set<(event: HostEvent) => void>();
@@ -132,14 +134,21 @@ export class Host {
     this.#driver = options.driver;
     this.#clock = clock;
     this.#log = log;
-    this.#secrets = new SecretStore(path.join(options.dataDir, 'secrets'), { clock });
-    this.#drives = new DrivePlanner(path.join(options.dataDir, 'config'), this.#secrets);
+    this.#secrets = new SecretStore(store, { clock });
+    this.#drives = new DrivePlanner(store, this.#secrets);
     this.#logic = createInstanceLogic({
       driver: options.driver,
       clock,
       specFor: (context) => {
+        // A spec only changes with the pool (a new apply), the revision or the tenant's secrets:
+        // reuse it across the several driver calls of one boot.
+        const key = `${this.#generation}|${context.config_version}|${context.revision.artifacts}|${context.desired_manifest_hash}|${this.#secrets.epoch(context.tenant_id)}`;
+        const cached = this.#specs.get(context.instance_id);
+        if (cached?.key === key) return cached.spec;
         const runtime = this.#poolRuntime(context);
-        return this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress);
+        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress);
+        this.#specs.set(context.instance_id, { key, spec });
+        return spec;
       },
       preflight: (context) => this.#drives.preflight(context, this.#poolRuntime(context).role),
     });
@@ -240,7 +249,14 @@ export class Host {
     this.#desired = desired;
     this.#generation = desired.generation;
     this.#store.putMeta(DESIRED_KEY, { generation: desired.generation, applied_at: started, document: desired });
-    this.#indexPools(desired);
+    this.#drives.publishAll(this.#indexPools(desired));
+    // Mint what the control plane may generate before anything starts: written concurrently here
+    // rather than one by one in preflight.
+    const wanted = new Map<string, SecretSpec[]>();
+    for (const tenant of desired.tenants) wanted.set(tenant.tenant_id, tenant.pools.flatMap((p) => this.#catalog.roles.get(p.role)!.manifest.secrets));
+    this.#secrets.ensureAll(wanted);
+    // Durable before any VM is handed a minted token.
+    await this.#store.flush();
     const ranks = roleRanks(this.#catalog);
 
     for (const member of plan.members) {
@@ -294,7 +310,9 @@ export class Host {
     return [...this.#instances.values()].map((h) => ({ instance_id: h.context.instance_id, tenant_id: h.context.tenant_id, pool_id: h.context.pool_id, role: h.context.role, status: h.status }));
   }
 
-  #indexPools(desired: DesiredState): void {
+  /** Records each pool's runtime options; returns what its config drive publishes. */
+  #indexPools(desired: DesiredState) {
+    const published: Parameters<DrivePlanner['publishAll']>[0] = [];
     for (const tenant of desired.tenants) {
       for (const pool of tenant.pools) {
         const role = this.#catalog.roles.get(pool.role)!;
@@ -305,9 +323,10 @@ export class Host {
           min_runtime_s: Math.max(role.manifest.sleep.min_runtime_s, pool.sleep?.min_runtime_s ?? 0),
         };
         this.#pools.set(`${tenant.tenant_id}/${pool.pool_id}`, { tenant, pool, role, options });
-        this.#drives.publish(tenant.tenant_id, pool, role, options.connectors, options.ingress);
+        published.push({ tenant: tenant.tenant_id, pool, role, connectors: options.connectors, ingress: options.ingress });
       }
     }
+    return published;
   }
 
   #poolRuntime(context: InstanceContext): PoolRuntime {
@@ -400,16 +419,17 @@ export class Host {
     handle.context = context;
     const status = statusOf(value);
     const at = this.#clock.now();
-    this.#store.putSnapshot({
+    // Serialised once per tick at commit, however many times the actor moved in it.
+    this.#store.putSnapshotLater('instance', context.instance_id, () => ({
       schema_version: 1,
       kind: 'instance',
-      id: context.instance_id,
-      tenant_id: context.tenant_id,
+      id: handle.context.instance_id,
+      tenant_id: handle.context.tenant_id,
       chart_version: handle.chartVersion,
-      manifest_hash: context.manifest_hash,
+      manifest_hash: handle.context.manifest_hash,
       snapshot: handle.actor.getPersistedSnapshot() as never,
-      updated_at: at,
-    });
+      updated_at: this.#clock.now(),
+    }));
     const deferred = context.deferred?.command ?? null;
     if (deferred && deferred !== handle.deferred) {
       const seq = this.#store.appendJournal({ at, instance_id: context.instance_id, tenant_id: context.tenant_id, kind: 'deferral', from: status, to: status, event: deferred, detail: { until_min_runtime: true } });
@@ -445,6 +465,7 @@ export class Host {
     const { instance_id, tenant_id, network } = handle.context;
     handle.actor.stop();
     this.#instances.delete(instance_id);
+    this.#specs.delete(instance_id);
     this.#store.deleteSnapshot('instance', instance_id);
     this.#hostNumbers.get(tenant_id)?.release(Number(network.tap.split('-')[1]));
     this.#cids.release(network.vsock_cid);
@@ -463,7 +484,16 @@ export class Host {
     actor.subscribe({
       next: (snap) => {
         const state = snap.context;
-        this.#store.putSnapshot({ schema_version: 1, kind: 'tenant', id: tenantId, tenant_id: tenantId, chart_version: 'tenant-supervisor-1', manifest_hash: null, snapshot: actor!.getPersistedSnapshot() as never, updated_at: this.#clock.now() });
+        this.#store.putSnapshotLater('tenant', tenantId, () => ({
+          schema_version: 1,
+          kind: 'tenant',
+          id: tenantId,
+          tenant_id: tenantId,
+          chart_version: 'tenant-supervisor-1',
+          manifest_hash: null,
+          snapshot: actor!.getPersistedSnapshot() as never,
+          updated_at: this.#clock.now(),
+        }));
         const fresh = state.log.filter((entry) => entry.seq > journaled && entry.outcome === 'refused');
         journaled = state.next_log_seq - 1;
         for (const entry of fresh) {
@@ -547,8 +577,18 @@ export class Host {
     return this.#request(id, 'start');
   }
 
+  // ----- config versions -----
+
+  readonly configs = {
+    /** Config versions published for a pool (config drive contents exist for them). */
+    versions: (tenant: string, pool: string): number[] => this.#drives.publishedVersions(tenant, pool),
+    /** Withdraws a config version (say, a bad one): instances needing it are refused at their next start or wake. */
+    withdraw: (tenant: string, pool: string, version: number): boolean => this.#drives.withdraw(tenant, pool, version),
+  };
+
   // ----- secrets -----
 
+  /** Secrets by tenant: values go in, never out. Call flush() before acknowledging a change durably. */
   readonly secrets = {
     put: (tenant: string, name: string, value: string): number => {
       const epoch = this.#secrets.put(tenant, name, value);
@@ -662,6 +702,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     path: path.join(options.dataDir, 'state.lmdb'),
     clock,
     onCorruptRecord: (ref, issues) => log.error({ ref, issues }, 'corrupt record skipped'),
+    onInvalidRecord: (ref, issues) => log.error({ ref, issues }, 'actor snapshot failed validation; not written'),
   });
   const host = new Host(store, catalog, options, clock, log);
   await host.restore();

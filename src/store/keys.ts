@@ -11,6 +11,7 @@ import type { ActorKind } from './records.ts';
  * | `journal_by_instance` | `[instance_id, seq]`        | `null` (index only; the entry is in `journal`) | appendJournal, trimJournal   |
  * | `meta`                | `['meta', key]`             | caller's JSON value, e.g. MetaRecord under `desired_state` | putMeta          |
  * | `meta`                | `['store', 'journal_seq']`  | highest journal seq ever assigned       | every batch that appends (so trimming never lets a seq be reused) |
+ * | `secrets`             | `tenant_id`                 | the tenant's secrets (values included)  | putSecrets; read only by src/secrets/secret-store.ts |
  *
  * Values are msgpack (lmdb's default). Nothing else lives in the environment.
  */
@@ -23,8 +24,22 @@ export const DB = {
   journal: 'journal',
   journalByInstance: 'journal_by_instance',
   meta: 'meta',
+  secrets: 'secrets',
 } as const;
 export type DbName = (typeof DB)[keyof typeof DB];
+
+/**
+ * Options every reader and writer must open the named DBs with. XState snapshots and journal
+ * details vary in shape, so msgpack record structures would be declared again and again for
+ * them: they are stored as plain msgpack maps (decoded back to objects).
+ */
+export const DB_OPTIONS: Record<DbName, Record<string, unknown>> = {
+  snapshots: { useRecords: false, mapsAsObjects: true },
+  journal: { useRecords: false, mapsAsObjects: true },
+  journal_by_instance: {},
+  meta: {},
+  secrets: {},
+};
 
 /** Named DBs the environment may hold; lmdb's default of 12 is not relied on, and there is room to grow. */
 export const MAX_DBS = 16;

@@ -1,8 +1,10 @@
+import { chmodSync, existsSync } from 'node:fs';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import type { Clock } from '../common/clock.ts';
 import { formatIssues, fromZodError, issue, type Issue } from '../common/issues.ts';
 import {
   DB,
+  DB_OPTIONS,
   JOURNAL_SEQ_KEY,
   MAX_DBS,
   journalIndexKey,
@@ -51,6 +53,8 @@ export interface CorruptRecordRef {
 }
 
 export interface StoreOptions {
+  /** A record produced for putSnapshotLater failed validation at commit; it was not written. */
+  onInvalidRecord?: (ref: { kind: ActorKind; id: string }, issues: Issue[]) => void;
   path: string;
   /** Used to measure commit latency. */
   clock: Clock;
@@ -91,6 +95,12 @@ export interface StoreStats {
 export interface Store {
   /** Queues the actor's snapshot; the last put per (kind, id) in a tick wins. Throws StoreInputError on an invalid record. */
   putSnapshot(record: PersistedActor): void;
+  /**
+   * Marks an actor's snapshot dirty: `produce` is called once, when the tick's batch commits, and
+   * its record validated then. An actor that changes many times in a tick is serialised once.
+   * A record that fails validation is reported through `onInvalidRecord` and not written.
+   */
+  putSnapshotLater(kind: ActorKind, id: string, produce: () => PersistedActor): void;
   /** Queues removal of the snapshot; ordered with puts to the same (kind, id) in the tick. */
   deleteSnapshot(kind: ActorKind, id: string): void;
   getSnapshot(kind: ActorKind, id: string): PersistedActor | undefined;
@@ -108,6 +118,14 @@ export interface Store {
   /** Queues a JSON value under `key` (e.g. META_KEYS.desiredState with a MetaRecord). */
   putMeta(key: string, value: unknown): void;
   getMeta(key: string): unknown;
+  /** Queues a tenant's secrets record (values included; see src/secrets/secret-store.ts). */
+  putSecrets(tenant: string, value: unknown): void;
+  /** A tenant's committed secrets record. */
+  getSecrets(tenant: string): unknown;
+  /** Queues removal of a meta key. */
+  deleteMeta(key: string): void;
+  /** Committed meta keys that start with `prefix`, in order. */
+  metaKeys(prefix: string): string[];
   /** Commits anything queued now and resolves once all commits so far are flushed to disk. */
   flush(): Promise<void>;
   /** Flushes, then closes the environment (also when the flush fails; it then rejects with that error). Writes after close() throw. */
@@ -129,8 +147,10 @@ export class StoreInputError extends Error {
 interface SnapshotOp {
   kind: ActorKind;
   id: string;
-  /** null: delete. */
+  /** null: delete (unless `produce` is set). */
   record: PersistedActor | null;
+  /** putSnapshotLater: builds the record at commit. */
+  produce?: () => PersistedActor;
 }
 
 interface Batch {
@@ -138,6 +158,7 @@ interface Batch {
   /** In seq order. */
   journal: JournalEntry[];
   meta: Map<string, unknown>;
+  secrets: Map<string, unknown>;
   /** Remove journal entries with seq <= this (0: none). */
   trimThrough: number;
   /** Set by apply(): committed entries the trim removed. */
@@ -183,17 +204,24 @@ function* safeEntries(db: AnyDb, range: KeyRange): Generator<Entry> {
   }
 }
 
+/** Marks a queued meta removal. */
+const DELETED = Symbol('deleted');
+
 function emptyBatch(): Batch {
-  return { snapshots: new Map(), journal: [], meta: new Map(), trimThrough: 0, trimRemoved: 0 };
+  return { snapshots: new Map(), journal: [], meta: new Map(), secrets: new Map(), trimThrough: 0, trimRemoved: 0 };
 }
 
 export function openStore(options: StoreOptions): Store {
   const { clock } = options;
   const root: RootDatabase<unknown, Key> = open({ path: options.path, maxDbs: MAX_DBS });
-  const snapshots: AnyDb = root.openDB({ name: DB.snapshots });
-  const journal: AnyDb = root.openDB({ name: DB.journal });
-  const journalIndex: AnyDb = root.openDB({ name: DB.journalByInstance });
-  const meta: AnyDb = root.openDB({ name: DB.meta });
+  const openDb = (name: DbName): AnyDb => root.openDB({ name, ...DB_OPTIONS[name] });
+  const snapshots = openDb(DB.snapshots);
+  const journal = openDb(DB.journal);
+  const journalIndex = openDb(DB.journalByInstance);
+  const meta = openDb(DB.meta);
+  const secretsDb = openDb(DB.secrets);
+  // The environment holds tenant secrets: only its owner may read it.
+  for (const file of [options.path, `${options.path}-lock`]) if (existsSync(file)) chmodSync(file, 0o600);
 
   const stats: StoreStats = {
     snapshotPutsRequested: 0,
@@ -272,7 +300,11 @@ export function openStore(options: StoreOptions): Store {
     }
     const last = batch.journal.at(-1);
     if (last) meta.put(JOURNAL_SEQ_KEY, last.seq);
-    for (const [key, value] of batch.meta) meta.put(metaKey(key), value);
+    for (const [tenant, value] of batch.secrets) secretsDb.put(tenant, value);
+    for (const [key, value] of batch.meta) {
+      if (value === DELETED) meta.remove(metaKey(key));
+      else meta.put(metaKey(key), value);
+    }
     if (batch.trimThrough > 0) {
       // Collect first: removing under an open cursor is not safe.
       const seqs = [...journal.getKeys({ start: 0, end: batch.trimThrough + 1 })];
@@ -302,6 +334,16 @@ export function openStore(options: StoreOptions): Store {
     if (!batch) return;
     pending = null;
     const started = clock.now();
+    // Serialise what was only marked dirty, once per actor, now that the tick is over.
+    for (const [key, op] of batch.snapshots) {
+      if (!op.produce) continue;
+      const parsed = parsePersistedActor(op.produce());
+      if (parsed.ok) batch.snapshots.set(key, { kind: op.kind, id: op.id, record: parsed.value });
+      else {
+        batch.snapshots.delete(key);
+        options.onInvalidRecord?.({ kind: op.kind, id: op.id }, parsed.issues);
+      }
+    }
     const flight = { batch, done: Promise.resolve() };
     flight.done = root
       // childTransaction makes the batch all-or-nothing: a throw in an async transaction
@@ -353,6 +395,12 @@ export function openStore(options: StoreOptions): Store {
       stats.snapshotPutsRequested++;
       const { kind, id } = parsed.value;
       queue().snapshots.set(`${kind}\u0000${id}`, { kind, id, record: parsed.value });
+    },
+
+    putSnapshotLater(kind, id, produce) {
+      assertOpen();
+      stats.snapshotPutsRequested++;
+      queue().snapshots.set(`${kind}\u0000${id}`, { kind, id, record: null, produce });
     },
 
     deleteSnapshot(kind, id) {
@@ -457,6 +505,30 @@ export function openStore(options: StoreOptions): Store {
     getMeta(key) {
       const stored = safeGet(meta, DB.meta, metaKey(key));
       return stored.ok ? stored.value : undefined;
+    },
+
+    putSecrets(tenant, value) {
+      assertOpen();
+      queue().secrets.set(tenant, value);
+    },
+
+    getSecrets(tenant) {
+      const stored = safeGet(secretsDb, DB.secrets, tenant);
+      return stored.ok ? stored.value : undefined;
+    },
+
+    deleteMeta(key) {
+      assertOpen();
+      queue().meta.set(key, DELETED);
+    },
+
+    metaKeys(prefix) {
+      const keys: string[] = [];
+      for (const key of meta.getKeys({ start: metaKey(prefix), end: metaKey(`${prefix}\uffff`) })) {
+        const name = Array.isArray(key) ? key[1] : undefined;
+        if (typeof name === 'string' && name.startsWith(prefix)) keys.push(name);
+      }
+      return keys;
     },
 
     async flush() {

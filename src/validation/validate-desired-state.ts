@@ -92,28 +92,40 @@ export function validateDesiredState(input: unknown, catalog: Catalog): DesiredS
 function checkAcrossTenants(entries: TenantEntry[], issues: Issue[]): void {
   const ids = new Map<string, number>();
   const netIds = new Map<number, number>();
-  const subnets: { index: number; cidr: NonNullable<ReturnType<typeof parseCidr>> }[] = [];
+  const reject = (entry: TenantEntry, field: string, message: string) => {
+    issues.push(issue(['tenants', entry.index, field], `duplicate_${field}`, message));
+    entry.tenant = null;
+  };
   for (const entry of entries) {
     const tenant = entry.tenant;
     if (!tenant) continue;
-    const reject = (field: string, message: string) => {
-      issues.push(issue(['tenants', entry.index, field], `duplicate_${field}`, message));
-      entry.tenant = null;
-    };
     const sameId = ids.get(tenant.tenant_id);
     const sameNet = netIds.get(tenant.tenant_net_id);
-    const cidr = parseCidr(tenant.ipv4_subnet)!;
-    const clash = subnets.find((other) => cidrsOverlap(other.cidr, cidr));
-    if (sameId !== undefined) reject('tenant_id', `duplicate tenant_id "${tenant.tenant_id}" (also tenants[${sameId}])`);
+    if (sameId !== undefined) reject(entry, 'tenant_id', `duplicate tenant_id "${tenant.tenant_id}" (also tenants[${sameId}])`);
     if (sameNet !== undefined) {
-      reject('tenant_net_id', `tenant_net_id ${tenant.tenant_net_id} is already used by tenants[${sameNet}]; each tenant needs its own network`);
+      reject(entry, 'tenant_net_id', `tenant_net_id ${tenant.tenant_net_id} is already used by tenants[${sameNet}]; each tenant needs its own network`);
     }
-    if (clash) reject('ipv4_subnet', `${tenant.ipv4_subnet} overlaps tenants[${clash.index}].ipv4_subnet; tenant subnets must be disjoint`);
     if (entry.tenant) {
       ids.set(tenant.tenant_id, entry.index);
       netIds.set(tenant.tenant_net_id, entry.index);
-      subnets.push({ index: entry.index, cidr });
     }
+  }
+  // Overlapping subnets: sorted by network address, a subnet can only overlap the widest one
+  // before it, so one pass finds every clash (thousands of tenants, no pairwise loop). The
+  // tenant later in the document is the one rejected.
+  const subnets = entries
+    .filter((entry) => entry.tenant)
+    .map((entry) => ({ entry, cidr: parseCidr(entry.tenant!.ipv4_subnet)! }))
+    .sort((a, b) => a.cidr.network - b.cidr.network || a.entry.index - b.entry.index);
+  let widest: (typeof subnets)[number] | undefined;
+  for (const current of subnets) {
+    if (widest && cidrsOverlap(widest.cidr, current.cidr)) {
+      const [kept, rejected] = widest.entry.index < current.entry.index ? [widest, current] : [current, widest];
+      reject(rejected.entry, 'ipv4_subnet', `${rejected.entry.tenant!.ipv4_subnet} overlaps tenants[${kept.entry.index}].ipv4_subnet; tenant subnets must be disjoint`);
+      if (rejected === widest) widest = current;
+      continue;
+    }
+    if (!widest || current.cidr.network + cidrSize(current.cidr) > widest.cidr.network + cidrSize(widest.cidr)) widest = current;
   }
 }
 

@@ -1,5 +1,5 @@
 import { open, type Key } from 'lmdb';
-import { DB, MAX_DBS, journalRange, snapshotRange } from '../../src/store/keys.ts';
+import { DB, DB_OPTIONS, MAX_DBS, journalRange, snapshotRange } from '../../src/store/keys.ts';
 
 /**
  * LMDB measured directly: the size of what the host really persisted, and the raw batched put
@@ -33,8 +33,8 @@ function summarise(sizes: number[]): { avg: number; min: number; max: number } {
 export async function readPersistedSizes(storePath: string): Promise<PersistedSizes> {
   const root = open<unknown, Key>({ path: storePath, maxDbs: MAX_DBS });
   try {
-    const snapshots = root.openDB<unknown, Key>({ name: DB.snapshots });
-    const journal = root.openDB<unknown, Key>({ name: DB.journal });
+    const snapshots = root.openDB<unknown, Key>({ name: DB.snapshots, ...DB_OPTIONS.snapshots });
+    const journal = root.openDB<unknown, Key>({ name: DB.journal, ...DB_OPTIONS.journal });
     const range = snapshotRange('instance');
     const sizes: number[] = [];
     const keys: Key[] = [];
@@ -79,13 +79,13 @@ export interface RawPutResult {
 
 /**
  * Raw LMDB batched puts: `n` copies of `sample` (ids changed) put in one event turn into a
- * named DB of a fresh environment opened with the store's settings (defaults, msgpack), then
+ * named DB of a fresh environment opened with the store's settings (DB_OPTIONS: msgpack maps), then
  * awaited; repeated `rounds` times with fresh keys.
  */
 export async function rawBatchedPuts(storePath: string, sample: Record<string, unknown>, n: number, rounds: number): Promise<RawPutResult> {
   const root = open<unknown, Key>({ path: storePath, maxDbs: MAX_DBS });
   try {
-    const db = root.openDB<unknown, Key>({ name: DB.snapshots });
+    const db = root.openDB<unknown, Key>({ name: DB.snapshots, ...DB_OPTIONS.snapshots });
     let valueBytes = 0;
     const rates: number[] = [];
     // One untimed warm-up round (JIT, page allocation), then the measured ones.

@@ -1,5 +1,3 @@
-import { rm } from 'node:fs/promises';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { aDesiredState } from '../helpers/fixtures.ts';
 import { aTestHost, type TestHost } from './helpers.ts';
@@ -152,7 +150,7 @@ describe('host: refusals and connectors', () => {
     expect(t.host.instances({ pool: 'workers' }).map((i) => i.status)).toEqual(['waiting', 'waiting', 'waiting', 'waiting', 'waiting']);
   });
 
-  it('never starts a gateway whose config drive is missing', async () => {
+  it('never starts a gateway whose config drive is missing (its config version withdrawn)', async () => {
     const t = await started();
     await t.host.apply(aDesiredState());
     await t.settle();
@@ -160,7 +158,8 @@ describe('host: refusals and connectors', () => {
     await t.settle();
     expect(t.host.instance('globex-gateway-0')!.status).toBe('stopped');
     expect(t.driver.vm('globex-gateway-0').state).toBe('stopped');
-    await rm(path.join(t.dataDir, 'config', 'globex', 'gateway', 'v1.json'));
+    expect(t.host.configs.versions('globex', 'gateway')).toEqual([1]);
+    expect(t.host.configs.withdraw('globex', 'gateway', 1)).toBe(true);
     expect(t.host.start('globex-gateway-0').accepted).toBe(true);
     await t.settle();
     expect(t.host.instance('globex-gateway-0')).toMatchObject({ status: 'refused', status_reason: 'missing-drive:config:config_version-1-not-published' });

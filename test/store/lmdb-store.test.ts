@@ -7,7 +7,7 @@ import { open, type RootDatabase } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/common/clock.ts';
 import type { Issue } from '../../src/common/issues.ts';
-import { DB, MAX_DBS, META_KEYS, journalIndexKey, journalKey, snapshotKey } from '../../src/store/keys.ts';
+import { DB, DB_OPTIONS, MAX_DBS, META_KEYS, journalIndexKey, journalKey, snapshotKey } from '../../src/store/keys.ts';
 import { openStore, StoreInputError, type CorruptRecordRef, type Store, type StoreOptions } from '../../src/store/lmdb-store.ts';
 import { parseMetaRecord, type NewJournalEntry, type PersistedActor } from '../../src/store/records.ts';
 
@@ -265,9 +265,9 @@ describe('LMDB store: damage, durability and failure', () => {
     await store.flush();
 
     const raw = rawOpen(dir);
-    const snapshots = raw.openDB({ name: DB.snapshots });
+    const snapshots = raw.openDB({ name: DB.snapshots, ...DB_OPTIONS.snapshots });
     const snapshotBytes = raw.openDB({ name: DB.snapshots, encoding: 'binary' });
-    const journal = raw.openDB({ name: DB.journal });
+    const journal = raw.openDB({ name: DB.journal, ...DB_OPTIONS.journal });
     const journalBytes = raw.openDB({ name: DB.journal, encoding: 'binary' });
     await raw.transaction(() => {
       snapshots.put(snapshotKey('instance', 'invalid'), { ...actor('invalid'), chart_version: 42 });
@@ -309,8 +309,8 @@ describe('LMDB store: damage, durability and failure', () => {
     const reader = `
       import { open } from 'lmdb';
       const root = open({ path: process.argv[1], maxDbs: ${MAX_DBS}, readOnly: true });
-      const snapshot = root.openDB({ name: '${DB.snapshots}' }).get(['instance', 'vm-1']);
-      const seqs = root.openDB({ name: '${DB.journal}' }).getKeys().asArray;
+      const snapshot = root.openDB({ name: '${DB.snapshots}', ...${JSON.stringify(DB_OPTIONS.snapshots)} }).get(['instance', 'vm-1']);
+      const seqs = root.openDB({ name: '${DB.journal}', ...${JSON.stringify(DB_OPTIONS.journal)} }).getKeys().asArray;
       console.log(JSON.stringify({ id: snapshot?.id ?? null, seqs }));
     `;
     const { stdout } = await execa(process.execPath, ['--input-type=module', '-e', reader, dir], { cwd: REPO_ROOT });

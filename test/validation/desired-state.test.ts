@@ -96,6 +96,18 @@ describe('desired state: tenant networks', () => {
     expect(found!.message).toMatch(/overlaps tenants\[0\]/);
   });
 
+  it('rejects every tenant whose subnet overlaps an earlier one, whatever the order of addresses', async () => {
+    const doc = aDesiredState();
+    const tenant = (id: string, net: number, subnet: string) => ({ ...structuredClone(doc.tenants[1]), tenant_id: id, tenant_net_id: net, ipv4_subnet: subnet });
+    doc.tenants = [tenant('a', 1, '10.0.1.0/24'), tenant('b', 2, '10.0.0.0/16'), tenant('c', 3, '10.1.0.0/16'), tenant('d', 4, '10.1.255.0/24'), tenant('e', 5, '10.2.0.0/24')];
+    const report = await validate(doc);
+    expect(report.issues.map((i) => [i.path, i.message])).toEqual([
+      ['tenants[1].ipv4_subnet', '10.0.0.0/16 overlaps tenants[0].ipv4_subnet; tenant subnets must be disjoint'],
+      ['tenants[3].ipv4_subnet', '10.1.255.0/24 overlaps tenants[2].ipv4_subnet; tenant subnets must be disjoint'],
+    ]);
+    expect(report.applicable!.tenants.map((t) => t.tenant_id)).toEqual(['a', 'c', 'e']);
+  });
+
   it('rejects duplicate tenant ids', async () => {
     const doc = aDesiredState();
     doc.tenants[1].tenant_id = 'acme';
