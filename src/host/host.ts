@@ -14,7 +14,7 @@ import type { DesiredState, PoolSpec, TenantSpec } from '../schemas/desired-stat
 import type { SecretSpec } from '../schemas/role-manifest.ts';
 import { SecretStore, type SecretInfo } from '../secrets/secret-store.ts';
 import { openStore, type Store } from '../store/lmdb-store.ts';
-import type { JournalEntry } from '../store/records.ts';
+import type { JournalEntry, NewJournalEntry } from '../store/records.ts';
 import { validateDesiredState } from '../validation/validate-desired-state.ts';
 import { identityFor, NumberPool } from './addressing.ts';
 import { DrivePlanner } from './drive-plan.ts';
@@ -81,10 +81,12 @@ export interface RequestResult {
   reason: string | null;
 }
 
-export type HostEvent =
+/** What subscribers hear; `entry` is the journal entry it was recorded as (for event streams). */
+export type HostEvent = (
   | { type: 'transition'; seq: number; instance_id: string; tenant_id: string; from: string | null; to: string; event: string; reason: string | null }
   | { type: 'refusal'; seq: number; instance_id: string; tenant_id: string; command: string; reason: string }
-  | { type: 'deferral'; seq: number; instance_id: string; tenant_id: string; command: string };
+  | { type: 'deferral'; seq: number; instance_id: string; tenant_id: string; command: string }
+) & { entry: JournalEntry };
 
 interface PoolRuntime {
   tenant: TenantSpec;
@@ -124,6 +126,7 @@ export class Host {
   readonly #work: (() => void)[] = [];
   #pumping = false;
   #generation = -1;
+  readonly #counters = { transitions: 0, refusals: 0, deferrals: 0, applies: 0, lastApplyMs: 0 };
   #desired: DesiredState | null = null;
   #unsubscribeExits: () => void;
   #closed = false;
@@ -229,10 +232,10 @@ export class Host {
   // ----- desired state -----
 
   /** What applying `document` would do, without doing it. */
-  plan(document: unknown): { issues: Issue[]; plan: Plan | null } {
+  plan(document: unknown): { issues: Issue[]; rejected: { tenants: string[]; pools: string[] }; plan: Plan | null } {
     const report = validateDesiredState(document, this.#catalog);
-    if (!report.applicable) return { issues: report.issues, plan: null };
-    return { issues: report.issues, plan: planApply(report.applicable, this.#existing(), this.#catalog) };
+    if (!report.applicable) return { issues: report.issues, rejected: report.rejected, plan: null };
+    return { issues: report.issues, rejected: report.rejected, plan: planApply(report.applicable, this.#existing(), this.#catalog) };
   }
 
   /** Validates, refuses an older generation, persists the document and hands targets to the tenants. */
@@ -296,6 +299,8 @@ export class Host {
       });
     }
     await this.#store.flush();
+    this.#counters.applies++;
+    this.#counters.lastApplyMs = this.#clock.now() - started;
     this.#log.info({ generation: desired.generation, steps: plan.steps.length, rejected: report.rejected, ms: this.#clock.now() - started }, 'desired state applied');
     return { ...base, applied: true, generation: desired.generation, plan, refusal: null };
   }
@@ -432,8 +437,8 @@ export class Host {
     }));
     const deferred = context.deferred?.command ?? null;
     if (deferred && deferred !== handle.deferred) {
-      const seq = this.#store.appendJournal({ at, instance_id: context.instance_id, tenant_id: context.tenant_id, kind: 'deferral', from: status, to: status, event: deferred, detail: { until_min_runtime: true } });
-      this.#emit({ type: 'deferral', seq, instance_id: context.instance_id, tenant_id: context.tenant_id, command: deferred });
+      const entry = this.#journal({ at, instance_id: context.instance_id, tenant_id: context.tenant_id, kind: 'deferral', from: status, to: status, event: deferred, detail: { until_min_runtime: true } });
+      this.#emit({ type: 'deferral', seq: entry.seq, instance_id: context.instance_id, tenant_id: context.tenant_id, command: deferred, entry });
     }
     handle.deferred = deferred;
     if (status === handle.status) return;
@@ -444,7 +449,7 @@ export class Host {
       return;
     }
     handle.status = status;
-    const seq = this.#store.appendJournal({
+    const entry = this.#journal({
       at,
       instance_id: context.instance_id,
       tenant_id: context.tenant_id,
@@ -455,7 +460,7 @@ export class Host {
       detail: context.status_reason ? { reason: context.status_reason } : {},
     });
     this.#log.debug({ tenant: context.tenant_id, pool: context.pool_id, instance: context.instance_id, from, to: status, event: handle.lastEvent }, 'transition');
-    this.#emit({ type: 'transition', seq, instance_id: context.instance_id, tenant_id: context.tenant_id, from, to: status, event: handle.lastEvent, reason: context.status_reason });
+    this.#emit({ type: 'transition', seq: entry.seq, instance_id: context.instance_id, tenant_id: context.tenant_id, from, to: status, event: handle.lastEvent, reason: context.status_reason, entry });
     if (from === null) return; // the tenant learns of new members from its configuration
     this.#enqueue(() => this.#sendTenant(context.tenant_id, { type: 'member.status', at, instance_id: context.instance_id, status }));
     if (status === 'destroyed') this.#enqueue(() => this.#forget(handle));
@@ -496,10 +501,9 @@ export class Host {
         }));
         const fresh = state.log.filter((entry) => entry.seq > journaled && entry.outcome === 'refused');
         journaled = state.next_log_seq - 1;
-        for (const entry of fresh) {
-
-          const seq = this.#store.appendJournal({ at: entry.at, instance_id: entry.instance_id, tenant_id: tenantId, kind: 'refusal', from: null, to: null, event: entry.command, detail: { reason: entry.reason } });
-          this.#emit({ type: 'refusal', seq, instance_id: entry.instance_id, tenant_id: tenantId, command: entry.command, reason: entry.reason ?? '' });
+        for (const refusal of fresh) {
+          const entry = this.#journal({ at: refusal.at, instance_id: refusal.instance_id, tenant_id: tenantId, kind: 'refusal', from: null, to: null, event: refusal.command, detail: { reason: refusal.reason } });
+          this.#emit({ type: 'refusal', seq: entry.seq, instance_id: refusal.instance_id, tenant_id: tenantId, command: refusal.command, reason: refusal.reason ?? '', entry });
         }
         if (state.outbox.length > 0) this.#enqueue(() => this.#drainOutbox(tenantId));
       },
@@ -535,7 +539,14 @@ export class Host {
     }
   }
 
+  #journal(entry: NewJournalEntry): JournalEntry {
+    return { seq: this.#store.appendJournal(entry), ...entry };
+  }
+
   #emit(event: HostEvent): void {
+    if (event.type === 'transition') this.#counters.transitions++;
+    else if (event.type === 'refusal') this.#counters.refusals++;
+    else this.#counters.deferrals++;
     for (const listener of this.#listeners) {
       try {
         listener(event);
@@ -669,6 +680,24 @@ export class Host {
     for (const tenantId of this.#tenants.keys()) this.#enqueue(() => this.#drainOutbox(tenantId));
     this.#log.info({ instances: this.#instances.size, tenants: this.#tenants.size, orphans: orphans.length, gone: gone.length }, 'restored');
     return { instances: this.#instances.size, tenants: this.#tenants.size, orphans, gone };
+  }
+
+  /** Counters and gauges for /metrics: instances by role and status, events, the last apply, the store. */
+  stats() {
+    const instances = new Map<string, number>();
+    for (const handle of this.#instances.values()) {
+      const key = `${handle.context.role}\u0000${handle.status}`;
+      instances.set(key, (instances.get(key) ?? 0) + 1);
+    }
+    return {
+      instances: [...instances].map(([key, count]) => {
+        const [role, status] = key.split('\u0000') as [string, string];
+        return { role, status, count };
+      }),
+      ...this.#counters,
+      generation: this.#generation,
+      store: this.#store.stats(),
+    };
   }
 
   /** Waits until everything queued so far is committed and on disk (journal reads see committed entries). */
