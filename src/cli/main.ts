@@ -5,6 +5,7 @@ import { ChartCompositionError } from '../../machines/compose-instance-chart.ts'
 import { chartCommand } from './commands/chart.ts';
 import { rolesCommand } from './commands/roles.ts';
 import { schemaCommand } from './commands/schema.ts';
+import { serveCommand } from './commands/serve.ts';
 import { validateCommand } from './commands/validate.ts';
 import { EXIT, processOutput, UsageError, type Output } from './output.ts';
 
@@ -23,6 +24,10 @@ Commands:
   chart <role> [--format json|dot|mermaid] [--connectors a,b] [--no-ingress] [--roles DIR]
                                             Print the statechart generated from a role manifest
                                             (default: ingress on where allowed, every connector)
+  serve [--listen 127.0.0.1:7070] [--data-dir DIR] [--driver fake] [--roles DIR]
+        [--desired FILE] [--token-file F] [--log-level info]
+                                            Run the host: restore actors, serve the API and the
+                                            visualizer (/viz); SIGTERM stops it, never the VMs
   help                                      This text
 
 Options:
@@ -39,6 +44,12 @@ const COMMAND_OPTIONS = {
   format: { type: 'string', default: 'json' },
   connectors: { type: 'string' },
   'no-ingress': { type: 'boolean', default: false },
+  listen: { type: 'string', default: '127.0.0.1:7070' },
+  'data-dir': { type: 'string' },
+  driver: { type: 'string', default: 'fake' },
+  desired: { type: 'string' },
+  'token-file': { type: 'string' },
+  'log-level': { type: 'string', default: 'info' },
 } as const;
 
 /** Runs one CLI invocation and returns its exit code. Never throws: errors become messages. */
@@ -66,6 +77,12 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       case 'schema':
         expectArgs(1);
         return schemaCommand({ name: rest[0], json: values.json }, output);
+      case 'serve':
+        expectArgs(0);
+        return await serveCommand(
+          { listen: values.listen, dataDir: values['data-dir'], driver: values.driver, roles: values.roles, desired: values.desired, tokenFile: values['token-file'], logLevel: values['log-level'] },
+          output,
+        );
       case 'chart': {
         expectArgs(1);
         const role = rest[0];

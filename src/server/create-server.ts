@@ -42,7 +42,6 @@ export async function createServer(host: Host, options: ServerOptions): Promise<
     // pino's Logger and fastify's FastifyBaseLogger differ only in types.
     ...(options.logger ? { loggerInstance: options.logger as never } : { logger: false }),
     bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
-    disableRequestLogging: true,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -1,0 +1,92 @@
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pino, type Level } from 'pino';
+import { systemClock } from '../../common/clock.ts';
+import { createFakeDriver } from '../../driver/fake-driver.ts';
+import { createHost } from '../../host/host.ts';
+import { createServer } from '../../server/create-server.ts';
+import { loadOrCreateToken, readToken, tokenFileFor } from '../../server/token.ts';
+import { defaultDataDir, serverFileFor } from '../data-dir.ts';
+import { EXIT, UsageError, type Output } from '../output.ts';
+import { readJsonFile } from '../read-json-file.ts';
+
+export interface ServeOptions {
+  listen: string;
+  dataDir?: string | undefined;
+  driver: string;
+  roles?: string | undefined;
+  desired?: string | undefined;
+  tokenFile?: string | undefined;
+  logLevel: string;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(listen);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65_535) throw new UsageError(`--listen ${listen}: expected HOST:PORT, for example 127.0.0.1:7070`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/**
+ * `mvm-actors serve`: the long-running host process. Restores every actor from the data dir,
+ * adopts what the driver reports, serves the API, and on SIGTERM or SIGINT stops accepting,
+ * finishes in-flight requests, flushes LMDB and exits. It never stops tenant VMs on the way out.
+ */
+export async function serveCommand(options: ServeOptions, output: Output): Promise<number> {
+  const { host: bindHost, port } = parseListen(options.listen);
+  if (!isLoopback(bindHost) && !options.tokenFile) {
+    throw new UsageError(`serve: binding to ${bindHost} exposes the API beyond this machine; give --token-file with a token you chose (mode 0600)`);
+  }
+  if (!LEVELS.includes(options.logLevel)) throw new UsageError(`--log-level ${options.logLevel}: choose one of ${LEVELS.join(', ')}`);
+  if (options.driver !== 'fake') {
+    throw new UsageError(`--driver ${options.driver}: not available yet (sim comes with dev mode, firecracker with the Firecracker driver); use --driver fake`);
+  }
+  const dataDir = path.resolve(options.dataDir ?? defaultDataDir());
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const token = options.tokenFile ? readToken(options.tokenFile) : loadOrCreateToken(tokenFileFor(dataDir));
+
+  // Structured JSON lines on stderr (stdout is for the CLI's own output).
+  const logger = pino({ level: options.logLevel as Level, base: { component: 'mvm-actors' } }, pino.destination(2));
+  // The fake driver keeps its "VMs" in a file, so restarting serve leaves them running.
+  const driver = createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
+  const host = await createHost({ dataDir, driver, logger, clock: systemClock, ...(options.roles ? { roles: options.roles } : {}) });
+  if (options.desired) {
+    const result = await host.apply(await readJsonFile(options.desired));
+    if (!result.applied) logger.error({ refusal: result.refusal, issues: result.issues }, 'desired state at start not applied');
+  }
+  const app = await createServer(host, { token, logger });
+  await app.listen({ host: bindHost, port });
+  const address = app.server.address();
+  const actualPort = typeof address === 'object' && address ? address.port : port;
+  const url = `http://${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:${actualPort}`;
+  writeFileSync(serverFileFor(dataDir), `${JSON.stringify({ url, pid: process.pid, token_file: options.tokenFile ?? tokenFileFor(dataDir) })}\n`, { mode: 0o600 });
+  logger.info({ url, dataDir, instances: host.instances().length, generation: host.generation }, 'serving');
+  output.out(`mvm-actors serving on ${url} (data dir ${dataDir}; token in ${options.tokenFile ?? tokenFileFor(dataDir)})`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping: no new requests, finishing in-flight work');
+      void (async () => {
+        try {
+          await app.close();
+          await host.close();
+          rmSync(serverFileFor(dataDir), { force: true });
+          logger.info('stopped; VMs left running');
+          resolve(EXIT.ok);
+        } catch (error) {
+          logger.error({ err: error }, 'stopping failed');
+          resolve(EXIT.usage);
+        }
+      })();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
