@@ -134,6 +134,19 @@ export function createInstanceLogic(effects: InstanceEffects) {
     },
   });
 
+  // The event behind each actor's latest transition, for the journal. Recorded by wrapping the
+  // machine's transition function (one wrapper per chart), which costs far less than XState's
+  // inspection API: that one builds several inspection objects for every event.
+  const lastEvents = new WeakMap<object, string>();
+  const observe = (machine: AnyStateMachine): AnyStateMachine => {
+    const observed = Object.create(machine) as AnyStateMachine;
+    observed.transition = (snapshot, event, scope) => {
+      if (event.type !== 'xstate.init') lastEvents.set(scope.self, event.type);
+      return machine.transition(snapshot, event, scope);
+    };
+    return observed;
+  };
+
   const roles = new Map<string, RoleManifest>();
   const roleOf = (context: InstanceContext) => roles.get(context.role);
   const cache = new Map<string, InstanceMachine>();
@@ -157,13 +170,17 @@ export function createInstanceLogic(effects: InstanceEffects) {
         // The context comes from the actor's input; it is the only function the machine holds,
         // and it is part of the implementation, not of the chart.
         const machine = implementation.createMachine({ ...(chart as object), context: ({ input }: { input: InstanceContext }) => input } as never);
-        entry = { machine: machine as unknown as AnyStateMachine, chart, chartVersion };
+        entry = { machine: observe(machine as unknown as AnyStateMachine), chart, chartVersion };
         cache.set(chartVersion, entry);
       }
       byOptions.set(optionsKey, entry);
       return entry;
     },
     errorSummary,
+    /** The type of the event that caused the actor's latest transition, if any yet. */
+    lastEventOf(actor: object): string | undefined {
+      return lastEvents.get(actor);
+    },
   };
 }
 

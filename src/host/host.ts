@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import { createActor, type Actor, type AnyActorRef, type AnyStateMachine, type InspectionEvent } from 'xstate';
+import { createActor, type Actor, type AnyStateMachine } from 'xstate';
 import { fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
 import { statusOf, type InstanceContext } from '../../machines/instance-context.ts';
 import { tenantLogic, type RolePolicy, type TenantEvent, type TenantState } from '../../machines/tenant-supervisor.ts';
@@ -117,6 +117,8 @@ export class Host {
   readonly #drives: DrivePlanner;
   readonly #logic: InstanceLogic;
   readonly #instances = new Map<string, InstanceHandle>();
+  /** The same handles by tenant: secrets and tenant-wide observations touch one tenant's instances only. */
+  readonly #byTenant = new Map<string, Set<InstanceHandle>>();
   readonly #tenants = new Map<string, Actor<typeof tenantLogic>>();
   readonly #pools = new Map<string, PoolRuntime>();
   readonly #specs = new Map<string, { key: string; spec: InstanceSpec }>();
@@ -399,18 +401,17 @@ export class Host {
     const { machine, chartVersion } = this.#logic.machineFor(role.manifest, options);
     // status '' until the first snapshot, which journals the instance's first status (from null).
     const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: '', lastEvent: snapshot ? 'restored' : 'created', deferred: null, context };
-    const inspect = (event: InspectionEvent) => {
-      if (event.type === '@xstate.event' && (event.actorRef as AnyActorRef) === handle.actor && event.event.type !== 'xstate.init') handle.lastEvent = event.event.type;
-    };
     const actor = createActor(machine, {
       id: context.instance_id,
       systemId: INSTANCE_SYSTEM_ID,
       clock: this.#clock,
-      inspect,
       ...(snapshot ? { snapshot: snapshot as never } : { input: context }),
     });
     handle.actor = actor;
     this.#instances.set(context.instance_id, handle);
+    let tenantHandles = this.#byTenant.get(context.tenant_id);
+    if (!tenantHandles) this.#byTenant.set(context.tenant_id, (tenantHandles = new Set()));
+    tenantHandles.add(handle);
     actor.subscribe({
       next: (snap) => this.#onInstanceSnapshot(handle, snap.value as never, snap.context as InstanceContext),
       error: (error) => this.#log.error({ instance: context.instance_id, err: error }, 'instance actor failed'),
@@ -422,6 +423,7 @@ export class Host {
 
   #onInstanceSnapshot(handle: InstanceHandle, value: string | Record<string, unknown>, context: InstanceContext): void {
     handle.context = context;
+    handle.lastEvent = this.#logic.lastEventOf(handle.actor) ?? handle.lastEvent;
     const status = statusOf(value);
     const at = this.#clock.now();
     // Serialised once per tick at commit, however many times the actor moved in it.
@@ -470,6 +472,7 @@ export class Host {
     const { instance_id, tenant_id, network } = handle.context;
     handle.actor.stop();
     this.#instances.delete(instance_id);
+    this.#byTenant.get(tenant_id)?.delete(handle);
     this.#specs.delete(instance_id);
     this.#store.deleteSnapshot('instance', instance_id);
     this.#hostNumbers.get(tenant_id)?.release(Number(network.tap.split('-')[1]));
@@ -620,8 +623,7 @@ export class Host {
   };
 
   #secretsChanged(tenant: string): void {
-    for (const handle of this.#instances.values()) {
-      if (handle.context.tenant_id !== tenant) continue;
+    for (const handle of this.#byTenant.get(tenant) ?? []) {
       const role = this.#catalog.roles.get(handle.context.role);
       if (!role) continue;
       const secrets = this.#drives.secretsPresent(handle.context, role);

@@ -23,6 +23,7 @@ import {
   parseJournalEntry,
   parseNewJournalEntry,
   parsePersistedActor,
+  parsePersistedActorEnvelope,
   type ActorKind,
   type JournalEntry,
   type NewJournalEntry,
@@ -337,7 +338,7 @@ export function openStore(options: StoreOptions): Store {
     // Serialise what was only marked dirty, once per actor, now that the tick is over.
     for (const [key, op] of batch.snapshots) {
       if (!op.produce) continue;
-      const parsed = parsePersistedActor(op.produce());
+      const parsed = parsePersistedActorEnvelope(op.produce());
       if (parsed.ok) batch.snapshots.set(key, { kind: op.kind, id: op.id, record: parsed.value });
       else {
         batch.snapshots.delete(key);

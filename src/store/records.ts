@@ -143,6 +143,14 @@ function parseWith<T>(schema: z.ZodType<T>, value: unknown): ParseResult<T> {
 }
 
 export const parsePersistedActor = (value: unknown): ParseResult<PersistedActor> => parseWith(PersistedActor, value);
+/**
+ * The record's fields, with the snapshot itself taken as produced: for snapshots the store asks
+ * the actor for at commit (`getPersistedSnapshot()`, plain data by XState's contract), where a
+ * deep walk of every snapshot on the hot path would cost more than writing it. Reads still
+ * validate everything.
+ */
+const PersistedActorEnvelope = PersistedActor.extend({ snapshot: z.unknown().refine((v) => v !== undefined && v !== null && typeof v === 'object', 'snapshot must be an object') });
+export const parsePersistedActorEnvelope = (value: unknown): ParseResult<PersistedActor> => parseWith(PersistedActorEnvelope, value) as ParseResult<PersistedActor>;
 export const parseJournalEntry = (value: unknown): ParseResult<JournalEntry> => parseWith(JournalEntry, value);
 export const parseNewJournalEntry = (value: unknown): ParseResult<NewJournalEntry> => parseWith(NewJournalEntry, value);
 /** Reads a MetaRecord back from `store.getMeta(key)`; undefined input (never written) is not ok either. */
