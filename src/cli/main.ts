@@ -2,10 +2,18 @@ import { parseArgs } from 'node:util';
 import { CatalogError } from '../catalog/load-catalog.ts';
 import { NixStorePathError } from '../catalog/nix-store-guard.ts';
 import { ChartCompositionError } from '../../machines/compose-instance-chart.ts';
+import { ApiRequestError, type ConnectOptions } from './client.ts';
+import { applyCommand } from './commands/apply.ts';
 import { chartCommand } from './commands/chart.ts';
+import { instanceCommand, type InstanceCommand } from './commands/command.ts';
+import { eventsCommand } from './commands/events.ts';
+import { instancesCommand } from './commands/instances.ts';
+import { planCommand } from './commands/plan.ts';
 import { rolesCommand } from './commands/roles.ts';
 import { schemaCommand } from './commands/schema.ts';
+import { secretCommand } from './commands/secret.ts';
 import { serveCommand } from './commands/serve.ts';
+import { statusCommand } from './commands/status.ts';
 import { validateCommand } from './commands/validate.ts';
 import { EXIT, processOutput, UsageError, type Output } from './output.ts';
 
@@ -30,12 +38,39 @@ Commands:
                                             visualizer (/viz); SIGTERM stops it, never the VMs
   help                                      This text
 
+Commands that talk to a running serve:
+  status                                    Server, applied generation, instances by status,
+                                            tenants
+  apply <desired.json|->                    Apply a desired state (PUT /v1/desired-state);
+                                            exit 1 if it is refused, stale, or applied in part
+  plan <desired.json|->                     The steps applying it would take, without applying
+  instances [--tenant t] [--role r] [--pool p] [--state s]
+                                            One row per instance: status, reason, address
+  sleep|wake|stop|start <id>                Ask an instance to change; exit 1 with the reason
+                                            when a rule refuses (e.g. sleep-floor:gateway:1)
+  events [--since n] [--follow]             The journal after seq n, one line per transition;
+                                            --follow keeps streaming until Ctrl-C
+  secret set <tenant> <name> [--from-file F]
+                                            Store a secret read from F or standard input (never
+                                            from an argument: that lands in shell history)
+  secret list <tenant>                      Names, epochs and states; values are never shown
+  secret delete <tenant> <name>             Remove a secret (the tenant's secrets_epoch moves on)
+
 Options:
   --roles DIR   Manifest directory holding roles/ and profiles/ (default: the built-in
                 manifests exported from nix/). Paths in /nix/store are refused.
-  --json        Machine-readable output
+  --json        Machine-readable output: the API's JSON (events: one message per line)
+  --server URL  The serve to talk to (default: $MVM_ACTORS_SERVER, else the local serve
+                recorded in <data-dir>/server.json)
+  --token-file F
+                The API token (default: $MVM_ACTORS_TOKEN holding the token itself, else the
+                token file named in server.json, else <data-dir>/api-token)
+  --data-dir DIR
+                The host's state directory (default: $MVM_ACTORS_DATA_DIR, else
+                $XDG_STATE_HOME/mvm-actors or ~/.local/state/mvm-actors)
 
-Exit codes: 0 ok, 1 invalid input or manifests, 2 usage or I/O error.`;
+Exit codes: 0 ok, 1 invalid input or manifests, or a request the server refused (invalid,
+stale, not found, refused by a rule), 2 usage or I/O error (no server, wrong token).`;
 
 const COMMAND_OPTIONS = {
   json: { type: 'boolean', default: false },
@@ -50,12 +85,27 @@ const COMMAND_OPTIONS = {
   desired: { type: 'string' },
   'token-file': { type: 'string' },
   'log-level': { type: 'string', default: 'info' },
+  server: { type: 'string' },
+  tenant: { type: 'string' },
+  role: { type: 'string' },
+  pool: { type: 'string' },
+  state: { type: 'string' },
+  since: { type: 'string', default: '0' },
+  follow: { type: 'boolean', default: false },
+  'from-file': { type: 'string' },
 } as const;
+
+function parseSince(since: string): number {
+  if (!/^\d+$/.test(since) || !Number.isSafeInteger(Number(since))) throw new UsageError(`--since ${since}: expected a journal sequence number (0 or more)`);
+  return Number(since);
+}
 
 /** Runs one CLI invocation and returns its exit code. Never throws: errors become messages. */
 export async function main(argv: string[], output: Output = processOutput): Promise<number> {
+  let json = false;
   try {
     const { values, positionals } = parseArgs({ args: argv, options: COMMAND_OPTIONS, allowPositionals: true, strict: true });
+    json = values.json;
     const [command, ...rest] = positionals;
     if (values.help || command === undefined || command === 'help') {
       output.out(HELP);
@@ -64,7 +114,38 @@ export async function main(argv: string[], output: Output = processOutput): Prom
     const expectArgs = (max: number) => {
       if (rest.length > max) throw new UsageError(`${command}: unexpected argument "${rest[max]}"`);
     };
+    const connection: ConnectOptions = { server: values.server, tokenFile: values['token-file'], dataDir: values['data-dir'] };
+    const fileArg = () => {
+      expectArgs(1);
+      const file = rest[0];
+      if (file === undefined) throw new UsageError(`${command}: give the desired-state file (or - for stdin)`);
+      return file;
+    };
     switch (command) {
+      case 'status':
+        expectArgs(0);
+        return await statusCommand({ ...connection, json }, output);
+      case 'apply':
+        return await applyCommand({ ...connection, json, file: fileArg() }, output);
+      case 'plan':
+        return await planCommand({ ...connection, json, file: fileArg() }, output);
+      case 'instances':
+        expectArgs(0);
+        return await instancesCommand({ ...connection, json, tenant: values.tenant, role: values.role, pool: values.pool, state: values.state }, output);
+      case 'sleep':
+      case 'wake':
+      case 'stop':
+      case 'start': {
+        expectArgs(1);
+        const id = rest[0];
+        if (id === undefined) throw new UsageError(`${command}: name the instance, e.g. \`mvm-actors ${command} acme-workers-0\` (see \`mvm-actors instances\`)`);
+        return await instanceCommand({ ...connection, json, command: command as InstanceCommand, id }, output);
+      }
+      case 'events':
+        expectArgs(0);
+        return await eventsCommand({ ...connection, json, since: parseSince(values.since), follow: values.follow }, output);
+      case 'secret':
+        return await secretCommand({ ...connection, json, args: rest, fromFile: values['from-file'] }, output);
       case 'roles':
         expectArgs(0);
         return await rolesCommand({ json: values.json, roles: values.roles }, output);
@@ -93,6 +174,11 @@ export async function main(argv: string[], output: Output = processOutput): Prom
         throw new UsageError(`unknown command "${command}"; run \`mvm-actors help\``);
     }
   } catch (error) {
+    if (error instanceof ApiRequestError) {
+      if (json) output.out(JSON.stringify(error.envelope, null, 2));
+      output.err(error.lines().map((line, i) => (i === 0 ? `mvm-actors: ${line}` : line)).join('\n'));
+      return error.exitCode;
+    }
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       output.err(`mvm-actors: ${(error as Error).message}`);
       return EXIT.usage;
