@@ -46,7 +46,9 @@ const dotId = (path: string) => `"${path}"`;
 
 /** Graphviz DOT: compound states as clusters, parallel regions dashed. */
 export function chartToDot(chart: ChartConfig, title: string): string {
-  const lines = [`digraph ${JSON.stringify(title)} {`, '  rankdir=LR;', '  node [shape=box, style=rounded, fontname="Helvetica"];', '  edge [fontname="Helvetica", fontsize=10];'];
+  // newrank: rank nodes across clusters in one pass; without it dot reports "trouble in
+  // init_rank" on charts like the worker's and silently drops an edge.
+  const lines = [`digraph ${JSON.stringify(title)} {`, '  rankdir=LR;', '  newrank=true;', '  node [shape=box, style=rounded, fontname="Helvetica"];', '  edge [fontname="Helvetica", fontsize=10];'];
   const emit = (node: StateConfig, path: string[], indent: string) => {
     for (const [name, child] of Object.entries(node.states ?? {})) {
       const childPath = [...path, name].join('.');

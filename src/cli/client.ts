@@ -326,6 +326,8 @@ export class Client {
         }
         if (message.type === 'journal') seen(message.entry.seq);
         options.onMessage(message);
+        // The server says when the replay is over: without --follow, that is the end.
+        if (message.type === 'replayed' && !options.follow) finish();
       });
       ws.on('unexpected-response', (_request, response) => {
         const chunks: Buffer[] = [];

@@ -29,7 +29,7 @@ Commands:
                                             its JSON path and a hint; exit 1 if any
   schema [desired-state|instance|role-manifest|profile-manifest]
                                             Print the JSON Schema of a document
-  chart <role> [--format json|dot|mermaid] [--connectors a,b] [--no-ingress] [--roles DIR]
+  chart <role> [--format json|dot|mermaid|svg] [--connectors a,b] [--no-ingress] [--roles DIR]
                                             Print the statechart generated from a role manifest
                                             (default: ingress on where allowed, every connector)
   serve [--listen 127.0.0.1:7070] [--data-dir DIR] [--driver fake] [--roles DIR]

@@ -18,6 +18,7 @@ import type { JournalEntry, NewJournalEntry } from '../store/records.ts';
 import { validateDesiredState } from '../validation/validate-desired-state.ts';
 import { identityFor, NumberPool } from './addressing.ts';
 import { DrivePlanner } from './drive-plan.ts';
+import { keepRejectedParts } from './keep-rejected.ts';
 import { planApply, roleRanks, type Plan } from './plan.ts';
 
 /**
@@ -234,21 +235,26 @@ export class Host {
   // ----- desired state -----
 
   /** What applying `document` would do, without doing it. */
-  plan(document: unknown): { issues: Issue[]; rejected: { tenants: string[]; pools: string[] }; plan: Plan | null } {
+  plan(document: unknown): { issues: Issue[]; rejected: { tenants: string[]; pools: string[] }; plan: Plan | null; refusal: string | null } {
     const report = validateDesiredState(document, this.#catalog);
-    if (!report.applicable) return { issues: report.issues, rejected: report.rejected, plan: null };
-    return { issues: report.issues, rejected: report.rejected, plan: planApply(report.applicable, this.#existing(), this.#catalog) };
+    if (!report.applicable) return { issues: report.issues, rejected: report.rejected, plan: null, refusal: 'document-invalid' };
+    if (report.applicable.generation < this.#generation) {
+      return { issues: report.issues, rejected: report.rejected, plan: null, refusal: `stale-generation:${report.applicable.generation}<${this.#generation}` };
+    }
+    const desired = keepRejectedParts(report.applicable, document, report.rejected, this.#desired);
+    return { issues: report.issues, rejected: report.rejected, plan: planApply(desired, this.#existing(), this.#catalog), refusal: null };
   }
 
   /** Validates, refuses an older generation, persists the document and hands targets to the tenants. */
   async apply(document: unknown): Promise<ApplyResult> {
     const report = validateDesiredState(document, this.#catalog);
-    const desired = report.applicable;
     const base = { issues: report.issues, rejected: report.rejected };
-    if (!desired) return { ...base, applied: false, generation: this.#generation, plan: null, refusal: 'document-invalid' };
-    if (desired.generation < this.#generation) {
-      return { ...base, applied: false, generation: this.#generation, plan: null, refusal: `stale-generation:${desired.generation}<${this.#generation}` };
+    if (!report.applicable) return { ...base, applied: false, generation: this.#generation, plan: null, refusal: 'document-invalid' };
+    if (report.applicable.generation < this.#generation) {
+      return { ...base, applied: false, generation: this.#generation, plan: null, refusal: `stale-generation:${report.applicable.generation}<${this.#generation}` };
     }
+    // Rejected tenants and pools keep what they run: "not changed", never "removed".
+    const desired = keepRejectedParts(report.applicable, document, report.rejected, this.#desired);
     const started = this.#clock.now();
     const plan = planApply(desired, this.#existing(), this.#catalog);
     this.#desired = desired;
@@ -400,7 +406,8 @@ export class Host {
     }
     const { machine, chartVersion } = this.#logic.machineFor(role.manifest, options);
     // status '' until the first snapshot, which journals the instance's first status (from null).
-    const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: '', lastEvent: snapshot ? 'restored' : 'created', deferred: null, context };
+    // A restored deferral was journaled by the previous run.
+    const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: '', lastEvent: snapshot ? 'restored' : 'created', deferred: snapshot ? (context.deferred?.command ?? null) : null, context };
     const actor = createActor(machine, {
       id: context.instance_id,
       systemId: INSTANCE_SYSTEM_ID,
@@ -488,7 +495,8 @@ export class Host {
     // On restore `input` is ignored, but XState's types still ask for it.
     actor = createActor(tenantLogic, { id: `tenant:${tenantId}`, clock: this.#clock, input: { tenant_id: tenantId }, ...(snapshot ? { snapshot: snapshot as never } : {}) });
     this.#tenants.set(tenantId, actor);
-    let journaled = 0;
+    // Refusals already in a restored tenant's log were journaled by the previous run.
+    let journaled = snapshot ? ((snapshot as { context?: TenantState }).context?.next_log_seq ?? 1) - 1 : 0;
     actor.subscribe({
       next: (snap) => {
         const state = snap.context;
@@ -513,7 +521,6 @@ export class Host {
       error: (error) => this.#log.error({ tenant: tenantId, err: error }, 'tenant actor failed'),
     });
     actor.start();
-    journaled = actor.getSnapshot().context.next_log_seq - 1;
     return actor;
   }
 

@@ -87,4 +87,9 @@ export const SecretReply = z.object({ tenant_id: z.string(), name: z.string(), s
 export const EventsQuery = z.object({ since: z.coerce.number().int().min(0).default(0), token: z.string().optional() });
 
 /** One WebSocket message of /v1/events: a journal entry (replayed or live). */
-export const EventMessage = z.object({ type: z.literal('journal'), entry: JournalEntry }).meta({ id: 'EventMessage' });
+export const EventMessage = z
+  .discriminatedUnion('type', [
+    z.object({ type: z.literal('journal'), entry: JournalEntry }),
+    z.object({ type: z.literal('replayed'), seq: z.number().describe('The last seq of the replay; live entries follow.') }),
+  ])
+  .meta({ id: 'EventMessage' });

@@ -186,8 +186,8 @@ describe('mvm-actors chart', () => {
   it('names the problem for an unknown role, format or connector', async () => {
     const role = await mvm('chart', 'pager');
     expect([role.exitCode, role.stderr]).toEqual([2, 'mvm-actors: chart: unknown role "pager"; loaded roles: builder, capability-imessage, gateway, worker']);
-    const format = await mvm('chart', 'gateway', '--format', 'svg');
-    expect(format.stderr).toBe('mvm-actors: chart: unknown format "svg"; choose one of: json, dot, mermaid');
+    const format = await mvm('chart', 'gateway', '--format', 'png');
+    expect(format.stderr).toBe('mvm-actors: chart: unknown format "png"; choose one of: json, dot, mermaid, svg');
     const connector = await mvm('chart', 'gateway', '--connectors', 'signal');
     expect(connector.exitCode).toBe(2);
     expect(connector.stderr).toContain('role "gateway", connectors: the pool enables connector "signal", which the role does not declare');

@@ -298,12 +298,15 @@ describe('client commands against a real serve', () => {
     const lines = replay.stdout.split('\n');
     expect(lines[0]).toMatch(/^ {4}1 {2}\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z {2}acme-gateway-0 +- -> pending +created$/);
     expect(replay.stdout).toMatch(/^ +\d+ {2}\S+ {2}acme-gateway-0 +starting-services -> running +\S+$/m);
-    const json = (await mvm(['events', '--json', '--data-dir', dir])).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const messages = (await mvm(['events', '--json', '--data-dir', dir])).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    // The API's messages: every journal entry, then the end-of-replay marker.
+    expect(messages.at(-1)).toEqual({ type: 'replayed', seq: lines.length });
+    const json = messages.filter((m) => m.type === 'journal');
     expect(json).toHaveLength(lines.length);
     expect(json.map((m) => m.entry.seq)).toEqual(json.map((_m, i) => i + 1));
     const head = json.at(-1).entry.seq as number;
     const tail = await mvm(['events', '--since', String(head - 2), '--json', '--data-dir', dir]);
-    expect(tail.stdout.trim().split('\n').map((l) => JSON.parse(l).entry.seq)).toEqual([head - 1, head]);
+    expect(tail.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'journal').map((m) => m.entry.seq)).toEqual([head - 1, head]);
 
     // --follow: live entries after the head, until SIGINT.
     const follow = spawnCli(['events', '--follow', '--since', String(head), '--data-dir', dir]);
@@ -346,7 +349,7 @@ describe('client commands against a real serve', () => {
     expect(vmsAfter['acme-gateway-0']!.state).toBe('running');
     // Nothing new happened to the running VMs while serve restarted.
     const since = await mvm(['events', '--since', String(head), '--json', '--data-dir', dir]);
-    const transitions = since.stdout.trim().split('\n').map((l) => JSON.parse(l).entry).filter((e) => e.kind === 'transition');
+    const transitions = since.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'journal').map((m) => m.entry).filter((e) => e.kind === 'transition');
     expect(transitions.map((e) => `${e.instance_id} ${e.from}->${e.to}`)).toEqual(['acme-workers-0 running->stopping', 'acme-workers-0 stopping->stopped']);
   });
 

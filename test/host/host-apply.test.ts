@@ -304,3 +304,41 @@ describe('host: failures and restarts', () => {
     expect(t.driver.vm('globex-gateway-0').bootCount).toBe(2);
   });
 });
+
+describe('host: a rejected part is "not changed", never "removed"', () => {
+  it('keeps running what a rejected tenant and a rejected pool already run, and journals nothing again after a restart', async () => {
+    let t = (current = await aTestHost());
+    await t.host.apply(aDesiredState());
+    await t.settle();
+    const next = aDesiredState();
+    next.generation = 8;
+    next.tenants[1].tenant_net_id = next.tenants[0].tenant_net_id; // globex rejected
+    next.tenants[0].pools[1].profile = 'nope'; // acme/workers rejected
+    const result = await t.host.apply(next);
+    expect(result.rejected).toEqual({ tenants: ['tenants[1]'], pools: ['tenants[0].pools[1]'] });
+    await t.settle();
+    expect(t.host.instance('globex-gateway-0')!.status).toBe('running');
+    expect(t.host.instances({ pool: 'workers' }).map((i) => i.status)).toEqual(['running', 'running', 'running', 'running', 'running']);
+    expect(t.driver.vm('globex-gateway-0').state).toBe('running');
+    expect(t.host.plan(next).plan!.steps.filter((s) => s.op === 'destroy' || s.op === 'retire')).toEqual([]);
+
+    t.host.sleep('acme-gateway-0'); // refused by the floor: journaled once
+    await t.settle();
+    const before = t.host.journal().length;
+    t = current = await t.restart();
+    await t.settle();
+    expect(t.host.journal().length).toBe(before);
+  });
+
+  it('still removes tenants and pools the new document leaves out', async () => {
+    const t = (current = await aTestHost());
+    await t.host.apply(aDesiredState());
+    await t.settle();
+    const next = aDesiredState();
+    next.generation = 8;
+    next.tenants.splice(1, 1);
+    await t.host.apply(next);
+    await t.settle();
+    expect(t.host.instance('globex-gateway-0')).toBeUndefined();
+  });
+});

@@ -192,9 +192,14 @@ describe('API: events WebSocket (real sockets)', () => {
     return { ...s, url: `ws://127.0.0.1:${port}` };
   }
 
+  const markers: number[] = [];
   function collect(ws: WebSocket) {
     const received: { seq: number; instance_id: string; to: string | null }[] = [];
-    ws.on('message', (data: Buffer) => received.push(JSON.parse(data.toString()).entry));
+    ws.on('message', (data: Buffer) => {
+      const message = JSON.parse(data.toString());
+      if (message.type === 'journal') received.push(message.entry);
+      else if (message.type === 'replayed') markers.push(message.seq);
+    });
     return received;
   }
 
@@ -210,6 +215,8 @@ describe('API: events WebSocket (real sockets)', () => {
     const received = collect(ws);
     await until(() => received.length === total - 5, 'the replay arrives');
     expect(received.map((e) => e.seq)).toEqual(Array.from({ length: total - 5 }, (_, i) => i + 6));
+    await until(() => markers.length === 1, 'the end of the replay is marked');
+    expect(markers).toEqual([total]);
     t.host.stop('acme-workers-1');
     await t.settle();
     await until(() => received.length === total - 3, 'the live entries arrive');

@@ -3,7 +3,7 @@ import { chartToDot, chartToMermaid } from '../../../machines/render-chart.ts';
 import { loadCatalog } from '../../catalog/load-catalog.ts';
 import { EXIT, printJson, UsageError, type Output } from '../output.ts';
 
-export const CHART_FORMATS = ['json', 'dot', 'mermaid'] as const;
+export const CHART_FORMATS = ['json', 'dot', 'mermaid', 'svg'] as const;
 
 export interface ChartOptions {
   role: string;
@@ -13,6 +13,22 @@ export interface ChartOptions {
   connectors?: string | undefined;
   /** Draw the chart of a pool with ingress off. */
   noIngress: boolean;
+}
+
+/**
+ * DOT drawn as a standalone SVG document by Graphviz compiled to WebAssembly (@viz-js/viz, the
+ * same renderer and options the /viz page uses), so `chart <role> --format svg > role.svg` needs
+ * no server, no `dot` binary and no network. Loaded on demand: the other formats do not pay for
+ * the WASM. `newrank` ranks nodes across clusters in one pass: without it dot reports "trouble in
+ * init_rank" on the worker chart and drops an edge.
+ */
+async function dotToSvg(dot: string, output: Output): Promise<string> {
+  const { instance } = await import('@viz-js/viz');
+  const result = (await instance()).render(dot, { format: 'svg', graphAttributes: { newrank: true } });
+  const messages = result.errors.map((e) => `graphviz ${e.level ?? 'error'}: ${e.message}`);
+  if (result.status !== 'success') throw new Error(`chart: Graphviz could not draw the chart:\n${messages.join('\n')}`);
+  for (const message of messages) output.err(message);
+  return result.output;
 }
 
 /** `mvm-actors chart <role>`: the statechart generated from a role manifest. */
@@ -32,6 +48,7 @@ export async function chartCommand(options: ChartOptions, output: Output): Promi
   const chart = composeInstanceChart(role.manifest, compose);
   if (options.format === 'json') printJson(output, chart);
   else if (options.format === 'dot') output.out(chartToDot(chart, `${role.manifest.name} instance`));
+  else if (options.format === 'svg') output.out(await dotToSvg(chartToDot(chart, `${role.manifest.name} instance`), output));
   else output.out(chartToMermaid(chart));
   return EXIT.ok;
 }

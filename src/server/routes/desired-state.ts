@@ -27,8 +27,11 @@ export const desiredStateRoutes: FastifyPluginAsyncZod<{ host: Host }> = async (
     return { generation: host.generation, document };
   });
 
-  app.post('/plan', { schema: { body: Document, response: { 200: PlanReply, 400: ErrorEnvelope } } }, async (request) => {
-    const { issues, rejected, plan } = host.plan(request.body);
+  app.post('/plan', { schema: { body: Document, response: { 200: PlanReply, 400: ErrorEnvelope, 409: ErrorEnvelope } } }, async (request) => {
+    const { issues, rejected, plan, refusal } = host.plan(request.body);
+    if (refusal?.startsWith('stale-generation')) {
+      throw new ApiError('MVM_ERR_STALE_GENERATION', `generation is older than the applied generation ${host.generation}`, { reason: refusal });
+    }
     if (!plan) throw new ApiError('MVM_ERR_VALIDATION', `the desired state is unusable: ${issues.length} problem(s)`, { issues });
     return { generation: plan.generation, steps: plan.steps, issues, rejected };
   });

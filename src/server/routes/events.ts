@@ -13,7 +13,8 @@ const REPLAY_PAGE = 1_000;
  * live, each as `{"type":"journal","entry":{...}}`. Live entries are buffered from the moment the
  * socket opens, so nothing falls between the replay and the stream. A client whose unsent
  * backlog grows past the limit is closed with code 4008 instead of growing the server's memory;
- * it reconnects with `since` = the last seq it saw.
+ * it reconnects with `since` = the last seq it saw. After the replay (and whatever arrived while it
+ * ran) comes one `{"type":"replayed","seq":N}`, so a client can tell the past from the live stream.
  */
 export const eventsRoutes: FastifyPluginAsyncZod<{ host: Host; maxBacklog: number }> = async (app, { host, maxBacklog }) => {
   app.get('/events', { websocket: true, schema: { querystring: EventsQuery } }, async (socket: WebSocket, request) => {
@@ -45,5 +46,7 @@ export const eventsRoutes: FastifyPluginAsyncZod<{ host: Host; maxBacklog: numbe
     }
     replaying = false;
     for (const entry of held.splice(0)) if (!send(entry)) return unsubscribe();
+    // Everything journaled before this point has been sent: a client that only wanted the past stops here.
+    if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ type: 'replayed', seq: lastSent }));
   });
 };
