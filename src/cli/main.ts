@@ -12,7 +12,6 @@ import { planCommand } from './commands/plan.ts';
 import { rolesCommand } from './commands/roles.ts';
 import { schemaCommand } from './commands/schema.ts';
 import { secretCommand } from './commands/secret.ts';
-import { serveCommand } from './commands/serve.ts';
 import { statusCommand } from './commands/status.ts';
 import { validateCommand } from './commands/validate.ts';
 import { EXIT, processOutput, UsageError, type Output } from './output.ts';
@@ -160,7 +159,8 @@ export async function main(argv: string[], output: Output = processOutput): Prom
         return schemaCommand({ name: rest[0], json: values.json }, output);
       case 'serve':
         expectArgs(0);
-        return await serveCommand(
+        // Loaded only here: the server stack (fastify, LMDB, the host) is not needed by client commands.
+        return await (await import('./commands/serve.ts')).serveCommand(
           { listen: values.listen, dataDir: values['data-dir'], driver: values.driver, roles: values.roles, desired: values.desired, tokenFile: values['token-file'], logLevel: values['log-level'] },
           output,
         );
