@@ -1,7 +1,7 @@
 /**
  * mvm-actors as a library, for embedding in a host agent: the schemas, the role catalog,
  * desired-state validation, the statechart composer and the actor runtime (createHost) with its
- * VMM driver port. The server (createServer) follows.
+ * VMM driver port, and the HTTP/WebSocket server (createServer).
  */
 export { DesiredState, PoolSpec, TenantSpec, Quotas, DesiredCounts } from './schemas/desired-state.ts';
 export { InstanceRecord, InstanceStatus, INSTANCE_STATUSES, NetworkIdentity } from './schemas/instance.ts';
@@ -28,3 +28,7 @@ export { systemClock, type Clock } from './common/clock.ts';
 export { composeInstanceChart, fullOptions, ChartCompositionError, type ComposeOptions } from '../machines/compose-instance-chart.ts';
 export { chartToDot, chartToMermaid } from '../machines/render-chart.ts';
 export type { ChartConfig } from '../machines/chart-config.ts';
+
+// The server, for a host agent that embeds it.
+export { createServer, type ServerOptions } from './server/create-server.ts';
+export { ErrorEnvelope, ERROR_CODES } from './server/errors.ts';

@@ -49,8 +49,12 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const token = options.tokenFile ? readToken(options.tokenFile) : loadOrCreateToken(tokenFileFor(dataDir));
 
-  // Structured JSON lines on stderr (stdout is for the CLI's own output).
-  const logger = pino({ level: options.logLevel as Level, base: { component: 'mvm-actors' } }, pino.destination(2));
+  // Structured JSON lines on stderr (stdout is for the CLI's own output); readable lines when a
+  // person is watching the terminal.
+  const logger = pino(
+    { level: options.logLevel as Level, base: { component: 'mvm-actors' } },
+    process.stderr.isTTY ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,component' } }) : pino.destination(2),
+  );
   // The fake driver keeps its "VMs" in a file, so restarting serve leaves them running.
   const driver = createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
   const host = await createHost({ dataDir, driver, logger, clock: systemClock, ...(options.roles ? { roles: options.roles } : {}) });
