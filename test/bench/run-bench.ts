@@ -14,10 +14,17 @@
  *      is kept as secondary information;
  *   3. restore: the host closed and created again on the same data dir and the same driver;
  *   4. heap per instance actor (needs --expose-gc);
- *   5. wake overhead: command to driver restore() call, plus driver restore() done to running.
+ *   5. wake overhead: command to driver restore() call, plus driver restore() done to running;
+ *   6. the API (issue 4), on the host restored again after (2) with its 10,000 running instances
+ *      (see api.ts): GET /v1/instances latency and reply size, GET /healthz requests/s under
+ *      autocannon with 50 connections, and /v1/events delivering 10,000 journaled transitions to 10
+ *      subscribers without loss.
  *
  * Options: --json (machine-readable output on stdout), --tenants N, --wakes N, --raw-puts N, --rounds N,
- * --profile-rounds FILE (a V8 CPU profile of the timed rounds of (2) only, written to FILE).
+ * --profile-rounds FILE (a V8 CPU profile of the timed rounds of (2) only, written to FILE),
+ * --api-gets N (timed GET /v1/instances), --api-seconds N (the /healthz load run),
+ * --api-clients child|in-process (where the API clients run; default a child process),
+ * --api-log-level LEVEL (give the server a pino logger at LEVEL writing to /dev/null; default none).
  * Progress goes to stderr.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -26,7 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { pino, type Level } from 'pino';
 import { SimulatedClock } from 'xstate';
 import type { Catalog } from '../../src/catalog/catalog.ts';
 import { loadCatalogStrict } from '../../src/catalog/load-catalog.ts';
@@ -34,6 +41,7 @@ import { systemClock, type Clock } from '../../src/common/clock.ts';
 import { createFakeDriver, type FakeDriver } from '../../src/driver/fake-driver.ts';
 import { createHost, Host } from '../../src/host/host.ts';
 import { openStore, type Store, type StoreStats } from '../../src/store/lmdb-store.ts';
+import { apiBench, type ApiFigures } from './api.ts';
 import { fleetDesiredState, instancesPerTenant, type FleetShape } from './fleet.ts';
 import { rawBatchedPuts, readPersistedSizes, type PersistedSizes, type RawPutResult } from './raw-lmdb.ts';
 import { distribution, fixed, int, renderTable, type Distribution, type Row } from './report.ts';
@@ -55,15 +63,24 @@ const { values: args } = parseArgs({
     'raw-puts': { type: 'string', default: '20000' },
     rounds: { type: 'string', default: '10' },
     'profile-rounds': { type: 'string' },
+    'api-gets': { type: 'string', default: '30' },
+    'api-seconds': { type: 'string', default: '5' },
+    'api-clients': { type: 'string', default: 'child' },
+    'api-log-level': { type: 'string' },
   },
 });
 const TENANTS = Number(args.tenants);
 const WAKES = Number(args.wakes);
 const RAW_PUTS = Number(args['raw-puts']);
 const ROUNDS = Number(args.rounds);
-for (const [name, n] of [['--tenants', TENANTS], ['--wakes', WAKES], ['--raw-puts', RAW_PUTS], ['--rounds', ROUNDS]] as const) {
+const API_GETS = Number(args['api-gets']);
+const API_SECONDS = Number(args['api-seconds']);
+for (const [name, n] of [['--tenants', TENANTS], ['--wakes', WAKES], ['--raw-puts', RAW_PUTS], ['--rounds', ROUNDS], ['--api-gets', API_GETS], ['--api-seconds', API_SECONDS]] as const) {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer`);
 }
+if (args['api-clients'] !== 'child' && args['api-clients'] !== 'in-process') throw new RangeError('--api-clients must be child or in-process');
+/** The API's shape from issue 4: 50 concurrent clients, 10 subscribers, 10,000 transitions. */
+const API = { connections: 50, warmupSeconds: 1, getsWarmup: 2, subscribers: 10, transitions: 10_000 };
 
 const progress = (message: string): void => {
   process.stderr.write(`[bench] ${message}\n`);
@@ -595,6 +612,36 @@ async function wakeLatency(dataDir: string, catalog: Catalog, wakes: number): Pr
 }
 
 // ---------------------------------------------------------------------------------------------
+// 6: the API on a restored host
+
+/**
+ * The host restored again on the data dir of (1)-(2) (every instance running, as (2) leaves
+ * them), served by createServer(); see api.ts. Part (c) stops 5,000 workers; nothing measured
+ * later uses this data dir.
+ */
+async function apiOnRestoredHost(dataDir: string, driver: FakeDriver, catalog: Catalog): Promise<ApiFigures> {
+  const { host } = await openHostWithStore(dataDir, driver, catalog, systemClock);
+  try {
+    await settle(host);
+    const level = args['api-log-level'];
+    return await apiBench(host, {
+      clients: args['api-clients'] === 'child' ? 'child process' : 'in process',
+      gets: API_GETS,
+      getsWarmup: API.getsWarmup,
+      connections: API.connections,
+      seconds: API_SECONDS,
+      warmupSeconds: API.warmupSeconds,
+      subscribers: API.subscribers,
+      transitions: API.transitions,
+      ...(level !== undefined && { logger: pino({ level: level as Level }, pino.destination('/dev/null')) }),
+      progress,
+    });
+  } finally {
+    await host.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 interface BenchResult {
   machine: { node: string; cpus: number; cpuModel: string; platform: string; totalMemGiB: number; loadAvgAtStart: number[] };
@@ -610,6 +657,7 @@ interface BenchResult {
   applyPersistRatio: number;
   restore: RestoreFigures;
   wake: WakeFigures;
+  api: ApiFigures;
   targets: { name: string; value: number | null; target: string; pass: boolean | null }[];
   totalSeconds: number;
 }
@@ -627,40 +675,47 @@ async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'mvm-bench-'));
   try {
     // The big host and its fake driver live only in this call, so later phases run without them.
-    const { apply, persistedFull, restore, rounds } = await (async () => {
+    const { apply, persistedFull, restore, rounds, api } = await (async () => {
       const dataDir = path.join(root, 'host');
       const driver = createFakeDriver({ clock: systemClock });
-      progress(`1/6 apply ${int(total)} instances in ${int(TENANTS)} tenants ...`);
+      progress(`1/7 apply ${int(total)} instances in ${int(TENANTS)} tenants ...`);
       const applied = await applyToRunning(dataDir, driver, catalog, shape);
       progress(`    all running after ${int(applied.wallMs)} ms`);
       const sizes = await readPersistedSizes(path.join(dataDir, 'state.lmdb'));
-      progress('2/6 restore after a restart ...');
+      progress('2/7 restore after a restart ...');
       const restored = await restoreAfterRestart(dataDir, driver, total, sizes.journalEntries);
       progress(`    restored in ${int(restored.createHostMs)} ms`);
-      progress(`3/6 persisted transitions: ${ROUNDS} rounds of one secrets-changed transition per instance on a restored host ...`);
+      progress(`3/7 persisted transitions: ${ROUNDS} rounds of one secrets-changed transition per instance on a restored host ...`);
       const measured = await persistedTransitionRounds(dataDir, driver, catalog, ROUNDS);
       progress(`    ${int(measured.transitions)} transitions persisted in ${int(measured.windowMs)} ms`);
-      return { apply: applied, persistedFull: sizes, restore: restored, rounds: measured };
+      progress(`4/7 API on the host restored again (${int(total)} running), clients in ${args['api-clients'] === 'child' ? 'a child process' : 'this process'} ...`);
+      const apiFigures = await apiOnRestoredHost(dataDir, driver, catalog);
+      progress(`    done in ${fixed(apiFigures.totalSeconds, 1)} s`);
+      return { apply: applied, persistedFull: sizes, restore: restored, rounds: measured, api: apiFigures };
     })();
     const { sample, ...persisted } = persistedFull;
 
-    progress(`4/6 raw LMDB: ${int(RAW_PUTS)} puts of a real instance snapshot (${int(persisted.snapshotBytes.avg)} B) per round ...`);
+    progress(`5/7 raw LMDB: ${int(RAW_PUTS)} puts of a real instance snapshot (${int(persisted.snapshotBytes.avg)} B) per round ...`);
     const raw = await rawBatchedPuts(path.join(root, 'raw.lmdb'), sample, RAW_PUTS, 3);
 
-    progress(`5/6 wake latency over ${WAKES} wakes ...`);
+    progress(`6/7 wake latency over ${WAKES} wakes ...`);
     const wake = await wakeLatency(path.join(root, 'wake'), catalog, WAKES);
-    progress('6/6 done');
+    progress('7/7 done');
 
     const persistRatio = rounds.transitionsPerSecond / raw.median;
     const applyPersistRatio = apply.transitionsPerSecond / raw.median;
     const roundsVerified = rounds.persistedAsExpected && rounds.lastRoundOnDisk === rounds.instances && rounds.runningBefore === rounds.instances;
     const heap = restore.heapBytesPerInstance;
+    const healthErrors = api.health.errors + api.health.timeouts + api.health.non2xx;
+    const eventAnomalies = api.events.perSubscriber.reduce((n, s) => n + s.missing + s.extra + s.duplicates + s.outOfOrder, 0);
     const targets: BenchResult['targets'] = [
       { name: 'apply-to-running wall ms', value: apply.wallMs, target: `< ${TARGETS.applyMs}`, pass: apply.allRunning && apply.wallMs < TARGETS.applyMs },
       { name: 'persisted transitions / raw LMDB puts', value: persistRatio, target: `>= ${TARGETS.persistRatio}`, pass: roundsVerified && persistRatio >= TARGETS.persistRatio },
       { name: 'restore ms', value: restore.createHostMs, target: `< ${TARGETS.restoreMs}`, pass: restore.running === total && restore.createHostMs < TARGETS.restoreMs },
       { name: 'heap bytes per instance actor', value: heap ?? null, target: `<= ${TARGETS.heapBytesPerInstance}`, pass: heap === undefined ? null : heap <= TARGETS.heapBytesPerInstance },
       { name: 'wake overhead p99 ms', value: wake.overhead.p99, target: `< ${TARGETS.wakeP99Ms}`, pass: wake.refusedOrFailed === 0 && wake.overhead.p99 < TARGETS.wakeP99Ms },
+      { name: 'API healthz errors + timeouts + non-2xx', value: healthErrors, target: '0', pass: healthErrors === 0 },
+      { name: 'API events entries missing, extra, duplicated or out of order', value: eventAnomalies, target: 'no loss', pass: api.events.noLoss },
     ];
     const result: BenchResult = {
       machine: { node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', platform: `${os.platform()} ${os.arch()}`, totalMemGiB: os.totalmem() / 2 ** 30, loadAvgAtStart },
@@ -674,6 +729,7 @@ async function main(): Promise<void> {
       applyPersistRatio,
       restore,
       wake,
+      api,
       targets,
       totalSeconds: ms(benchStarted, process.hrtime.bigint()) / 1000,
     };
@@ -755,6 +811,7 @@ function render(r: BenchResult): string {
       figure: `#${w.index} ${fixed(w.ms, 2)} = ${fixed(w.split.wakeCall, 2)} | ${fixed(w.split.toPrepare, 2)} | ${fixed(w.split.prepareToRestore, 2)} | ${fixed(w.split.b, 2)}${w.gc ? ' (gc)' : ''}`,
     })),
     { id: '', label: 'wakes refused or failed', figure: int(r.wake.refusedOrFailed) },
+    ...apiRows(r),
   ];
   const m = r.machine;
   return [
@@ -776,8 +833,72 @@ function render(r: BenchResult): string {
     `  (4) heap: global.gc() before/after, heapUsed delta / instances; the figure with a target is the restored host (the fake driver's VM records already existed).`,
     `  (5) wakes measured on a separate host of ${r.wake.host.instances} instances (${r.wake.host.tenants} tenants) with XState's SimulatedClock, workers slept past their 300 s minimum runtime;`,
     `      the fake driver completes every op on a microtask, so (a) includes the fake prepareDrives and (b) includes the readiness probe after restore.`,
+    `  (6) API: createServer() listening on 127.0.0.1 in the bench's process (${r.api.serverLogger ? 'with a pino logger to /dev/null' : 'no logger, as createServer() without one; serve logs each request at info'}), over the host restored`,
+    `      again after (2) (${int(r.api.hostRunning)} of ${int(r.api.hostInstances)} running); clients (fetch, autocannon, ws) ${r.api.clients === 'child process' ? 'in a forked child process, so they do not share the server\'s event loop' : 'in the bench\'s own process (--api-clients in-process)'}.`,
+    `      (6a) from the request sent to the whole body received, one request at a time on one connection, after ${API.getsWarmup} untimed ones.`,
+    `      (6b) autocannon after a ${r.api.health.warmupSeconds} s warm-up; requests/s averaged over its 1 s samples; latency histogram resolution 1 ms.`,
+    `      (6c) every subscriber connects with since = the journal head and waits for {"type":"replayed"}; then host.stop() of ${int(r.api.events.workersStopped)} running workers`,
+    `      (running -> stopping -> stopped); delivery = first stop() call -> the last subscriber's ${int(r.api.events.expected)}th entry; no loss = the journal after`,
+    `      since holds exactly ${int(r.api.events.expected)} entries and every subscriber received exactly their seqs, in order, no gap or duplicate, no early close.
+      The running -> stopping entries go out inside the synchronous stop() loop, the stopping -> stopped ones on the microtasks after it (fake
+      driver), so the delivery time is mostly the host making the transitions; the lag after the host emitted the last entry is the fan-out's.`,
     `total bench time ${fixed(r.totalSeconds, 1)} s`,
   ].join('\n');
+}
+
+function apiRows(r: BenchResult): Row[] {
+  const a = r.api;
+  const t = (name: string) => r.targets.find((x) => x.name === name)!;
+  const e = a.events;
+  const opt = (x: number | null, digits = 0) => (x === null ? 'n/a' : digits ? fixed(x, digits) : int(x));
+  const sum = (pick: (s: ApiFigures['events']['perSubscriber'][number]) => number) => int(e.perSubscriber.reduce((n, s) => n + pick(s), 0));
+  const received = e.perSubscriber.map((s) => s.received);
+  const h = a.health;
+  const lat = (x: number) => (x === 0 ? '<1' : int(x));
+  return [
+    {
+      id: '6a',
+      label: `GET /v1/instances (all ${int(a.hostInstances)}) p50 / p99, ${a.listInstances.requests} sequential requests`,
+      figure: `${fixed(a.listInstances.ms.p50, 1)} / ${fixed(a.listInstances.ms.p99, 1)} ms`,
+    },
+    { id: '', label: 'reply size; instances in the reply', figure: `${fixed(a.listInstances.bytes / 2 ** 20, 2)} MiB (${int(a.listInstances.bytes)} B); ${int(a.listInstances.instancesInReply)}` },
+    { id: '', label: 'mean / max; first (cold) request; non-200 replies', figure: `${fixed(a.listInstances.ms.mean, 1)} / ${fixed(a.listInstances.ms.max, 1)} ms; ${fixed(a.listInstances.coldMs, 1)} ms; ${a.listInstances.non200}` },
+    { id: '6b', label: `GET /healthz, ${h.connections} connections, ${h.seconds} s (autocannon, ${a.clients}): requests/s average`, figure: `${int(h.requestsPerSecond.average)} /s` },
+    { id: '', label: 'requests/s stddev / lowest 1 s sample; requests completed', figure: `${int(h.requestsPerSecond.stddev)} / ${int(h.requestsPerSecond.min)}; ${int(h.requestsTotal)}` },
+    { id: '', label: 'latency p50 / p99 / max (1 ms buckets, truncated)', figure: `${lat(h.latencyMs.p50)} / ${lat(h.latencyMs.p99)} / ${lat(h.latencyMs.max)} ms` },
+    { id: '', label: 'errors / timeouts / non-2xx', figure: `${h.errors} / ${h.timeouts} / ${h.non2xx}`, target: '0', pass: t('API healthz errors + timeouts + non-2xx').pass ?? undefined },
+    {
+      id: '6c',
+      label: `/v1/events: ${int(e.expected)} journaled transitions to ${e.subscribers} subscribers, first command -> last delivered`,
+      figure: `${opt(e.deliveryMs)} ms`,
+    },
+    { id: '', label: 'entries/s per subscriber, slowest / fastest', figure: `${opt(e.entriesPerSecond.slowest)} / ${opt(e.entriesPerSecond.fastest)} /s` },
+    {
+      id: '',
+      label: 'from the first command: first entry at a subscriber; host emitted the last entry; + lag to the last delivery',
+      figure: `${opt(e.firstEntryMs, 1)} ms; ${opt(e.lastEmittedMs)} ms; + ${e.deliveryMs === null || e.lastEmittedMs === null ? 'n/a' : fixed(e.deliveryMs - e.lastEmittedMs, 1)} ms`,
+    },
+    {
+      id: '',
+      label: `${int(e.workersStopped)} host.stop() calls (one sync loop), wall; bench process CPU user / system in it`,
+      figure: `${int(e.commandLoopMs)} ms; ${int(e.commandLoopCpuMs.user)} / ${int(e.commandLoopCpuMs.system)} ms`,
+    },
+    {
+      id: '',
+      label: `check: journal entries after since=${int(e.since)} (status transitions); stops refused`,
+      figure: `${int(e.journalEntries)} (${int(e.journalTransitions)}); ${e.refused}`,
+    },
+    {
+      id: '',
+      label: 'received per subscriber min-max; missing / extra / duplicate / out of order (all subscribers)',
+      figure: `${int(Math.min(...received))}-${int(Math.max(...received))}; ${sum((s) => s.missing)} / ${sum((s) => s.extra)} / ${sum((s) => s.duplicates)} / ${sum((s) => s.outOfOrder)}`,
+      target: 'no loss',
+      pass: e.noLoss,
+    },
+    ...(e.perSubscriber.some((s) => s.closedEarly !== null || s.errors.length > 0 || s.replayedEntries > 0)
+      ? [{ id: '', label: 'subscriber trouble (close code, errors, replayed entries)', figure: e.perSubscriber.map((s, i) => `#${i}: ${s.closedEarly ?? '-'} ${s.errors.join(',') || '-'} ${s.replayedEntries}`).join('; ') }]
+      : []),
+  ];
 }
 
 await main();
