@@ -735,7 +735,8 @@ export class Host {
 export async function createHost(options: HostOptions): Promise<Host> {
   const clock = options.clock ?? systemClock;
   const log = options.logger ?? pino({ level: 'silent' });
-  const catalog = typeof options.roles === 'object' ? options.roles : await loadCatalogStrict(options.roles);
+  const given = options.roles;
+  const catalog = given !== undefined && typeof given !== 'string' ? given : await loadCatalogStrict(given);
   const store = openStore({
     path: path.join(options.dataDir, 'state.lmdb'),
     clock,

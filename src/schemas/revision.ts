@@ -3,7 +3,7 @@ import { z } from 'zod';
 /**
  * Which artifact bundle to boot and which config and secrets to mount. The bundle is named by an
  * id or its content hash, never by a path: bundles are imported into the runtime's artifact
- * store, and nothing at run time points into /nix/store.
+ * store, and the runtime never points into /nix/store.
  */
 export const Revision = z
   .object({
