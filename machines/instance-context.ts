@@ -34,6 +34,30 @@ export interface InstanceContext {
   deferred: { command: string; since: number } | null;
 }
 
+/** Who an instance is: what it is created with. */
+export type InstanceIdentity = Pick<InstanceContext, 'instance_id' | 'tenant_id' | 'pool_id' | 'role' | 'profile' | 'revision' | 'network' | 'desired_manifest_hash'>;
+
+/** The context of a new instance: its identity, nothing booted, nothing known yet. */
+export function newInstanceContext(identity: InstanceIdentity, createdAt: number): InstanceContext {
+  return {
+    ...identity,
+    config_version: identity.revision.config_version,
+    secrets_epoch: identity.revision.secrets_epoch,
+    manifest_hash: null,
+    deadlines: {},
+    created_at: createdAt,
+    booted_at: null,
+    running_since: null,
+    restarts: [],
+    status_reason: null,
+    secrets_present: [],
+    drives_missing: [],
+    connectors: {},
+    snapshot: null,
+    deferred: null,
+  };
+}
+
 /** Preflight's verdict on an instance's computed drives. */
 export interface PreflightResult {
   passed: boolean;

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createActor, type Actor, type AnyStateMachine } from 'xstate';
 import { fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
-import { statusOf, type InstanceContext } from '../../machines/instance-context.ts';
+import { newInstanceContext, statusOf, type InstanceContext } from '../../machines/instance-context.ts';
 import { tenantLogic, type RolePolicy, type TenantEvent, type TenantState } from '../../machines/tenant-supervisor.ts';
 import { createInstanceLogic, INSTANCE_SYSTEM_ID, type InstanceLogic } from '../actors/instance-logic.ts';
 import type { Catalog, LoadedRole } from '../catalog/catalog.ts';
@@ -370,31 +370,10 @@ export class Host {
     let numbers = this.#hostNumbers.get(tenant.tenant_id);
     if (!numbers) this.#hostNumbers.set(tenant.tenant_id, (numbers = new NumberPool(2)));
     const network = identityFor(tenant.ipv4_subnet, tenant.tenant_net_id, numbers.take(), this.#cids.take());
-    const now = this.#clock.now();
-    const context: InstanceContext = {
-      instance_id: instanceId,
-      tenant_id: tenant.tenant_id,
-      pool_id: pool.pool_id,
-      role: pool.role,
-      profile: pool.profile,
-      config_version: pool.revision.config_version,
-      secrets_epoch: pool.revision.secrets_epoch,
-      revision: pool.revision,
-      network,
-      desired_manifest_hash: role.hash,
-      manifest_hash: null,
-      deadlines: {},
-      created_at: now,
-      booted_at: null,
-      running_since: null,
-      restarts: [],
-      status_reason: null,
-      secrets_present: [],
-      drives_missing: [],
-      connectors: {},
-      snapshot: null,
-      deferred: null,
-    };
+    const context = newInstanceContext(
+      { instance_id: instanceId, tenant_id: tenant.tenant_id, pool_id: pool.pool_id, role: pool.role, profile: pool.profile, revision: pool.revision, network, desired_manifest_hash: role.hash },
+      this.#clock.now(),
+    );
     this.#startInstance(context, runtime.options, undefined);
   }
 

@@ -3,7 +3,7 @@ import { assign, createActor, setup, SimulatedClock, type AnyMachineSnapshot, ty
 import { getAdjacencyMap, getPathsFromEvents, getShortestPaths, type StatePath } from 'xstate/graph';
 import type { ChartConfig, StateConfig, TransitionConfig, Transitions } from '../../machines/chart-config.ts';
 import { composeInstanceChart, fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
-import type { InstanceContext, PreflightResult } from '../../machines/instance-context.ts';
+import { newInstanceContext, type InstanceContext, type PreflightResult } from '../../machines/instance-context.ts';
 import { ACTIONS } from '../../machines/vocabulary.ts';
 import { createInstanceLogic, INSTANCE_SYSTEM_ID } from '../../src/actors/instance-logic.ts';
 import type { LoadedRole } from '../../src/catalog/catalog.ts';
@@ -435,30 +435,19 @@ function roleHarness(loaded: LoadedRole, options: ComposeOptions) {
 }
 
 function initialContext(loaded: LoadedRole): InstanceContext {
-  return {
-    instance_id: INSTANCE,
-    tenant_id: 'tenant',
-    pool_id: 'pool',
-    role: loaded.manifest.name,
-    profile: 'minimal',
-    config_version: 1,
-    secrets_epoch: 1,
-    revision: { artifacts: 'bundle-1', config_version: 1, secrets_epoch: 1 },
-    network: { ipv4: '10.1.0.2', mac: '02:00:0a:01:00:02', tap: 'tap-2', vsock_cid: 3 },
-    desired_manifest_hash: loaded.hash,
-    manifest_hash: null,
-    deadlines: {},
-    created_at: T0,
-    booted_at: null,
-    running_since: null,
-    restarts: [],
-    status_reason: null,
-    secrets_present: [],
-    drives_missing: [],
-    connectors: {},
-    snapshot: null,
-    deferred: null,
-  };
+  return newInstanceContext(
+    {
+      instance_id: INSTANCE,
+      tenant_id: 'tenant',
+      pool_id: 'pool',
+      role: loaded.manifest.name,
+      profile: 'minimal',
+      revision: { artifacts: 'bundle-1', config_version: 1, secrets_epoch: 1 },
+      network: { ipv4: '10.1.0.2', mac: '02:00:0a:01:00:02', tap: 'tap-2', vsock_cid: 3 },
+      desired_manifest_hash: loaded.hash,
+    },
+    T0,
+  );
 }
 
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -12,6 +12,18 @@ import { aTestHost } from '../host/helpers.ts';
  * The declarative promise: a VM type is added by writing a Nix file. test/fixtures/nix-roles/
  * sandbox.nix is exported with the built-in roles and the unchanged CLI lists and accepts it.
  */
+/** A pool of the fixture role: one running, one asleep. */
+function sandboxPool() {
+  return {
+    pool_id: 'sandboxes',
+    role: 'sandbox',
+    profile: 'python',
+    revision: { artifacts: 'sandbox-1', config_version: 1, secrets_epoch: 0 },
+    resources: { vcpus: 1, mem_mib: 512, data_disk_mib: 512 },
+    desired_counts: { running: 1, warm: 0, sleeping: 1 },
+  };
+}
+
 describe('a role defined only in Nix', () => {
   async function exportWithFixture(): Promise<string> {
     const out = await tempDir();
@@ -46,14 +58,7 @@ describe('a role defined only in Nix', () => {
   it('can be used in a desired state validated by the unchanged CLI', async () => {
     const dir = await exportWithFixture();
     const doc = aDesiredState();
-    doc.tenants[0].pools.push({
-      pool_id: 'sandboxes',
-      role: 'sandbox',
-      profile: 'python',
-      revision: { artifacts: 'sandbox-1', config_version: 1, secrets_epoch: 0 },
-      resources: { vcpus: 1, mem_mib: 512, data_disk_mib: 512 },
-      desired_counts: { running: 1, warm: 0, sleeping: 1 },
-    });
+    doc.tenants[0].pools.push(sandboxPool());
     const file = path.join(dir, 'desired.json');
     await writeFile(file, JSON.stringify(doc));
     const withFixture = await execa('node', [CLI, 'validate', file, '--roles', dir], { reject: false });
