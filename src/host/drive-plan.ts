@@ -47,7 +47,8 @@ export class DrivePlanner {
       services: role.manifest.services.map((s) => ({ name: s.name, program: s.program, args: s.args, ports: s.ports })),
       ports: role.manifest.ports,
       vsock: role.manifest.vsock,
-      connectors: [...connectors],
+      // Each enabled connector with the secrets it needs, so the guest agent can say which is missing.
+      connectors: role.manifest.connectors.filter((c) => connectors.includes(c.name)).map((c) => ({ name: c.name, secrets: c.secrets })),
       ingress,
     };
   }
@@ -110,7 +111,13 @@ export class DrivePlanner {
     const drives: DriveContent[] = role.manifest.drives.map((drive) => {
       const files: Record<string, string> = {};
       if (drive.persistence === 'versioned') {
-        const config = { ...this.poolConfig(context.tenant_id, pool, role, connectors, ingress), config_version: context.config_version, instance_id: context.instance_id, network: context.network };
+        const config = {
+          ...this.poolConfig(context.tenant_id, pool, role, connectors, ingress),
+          config_version: context.config_version,
+          secrets_epoch: context.secrets_epoch,
+          instance_id: context.instance_id,
+          network: context.network,
+        };
         files['mvm.json'] = `${JSON.stringify(config, null, 2)}\n`;
       }
       if (drive.persistence === 'ephemeral') {

@@ -107,11 +107,15 @@ describe('guest agent: the hello', () => {
     const client = await agent.connect({ instanceId: 'acme-gateway-0', tenantId: 'acme' });
     expect(client.hello).toMatchObject({ instance_id: 'acme-gateway-0', tenant_id: 'acme', role: 'gateway', config_version: spec.revision.config_version, config_error: null });
     expect(client.hello.handlers).toEqual(spec.vsock.handlers);
+    // The config drive names each connector's secrets, so the agent agrees with the host's chart:
+    // telegram is disabled for want of its token, whatsapp needs none.
     const { connectors } = await client.request('connector-status', {});
     expect(connectors.map((c) => [c.name, c.state])).toEqual([
-      ['telegram', 'enabled'],
+      ['telegram', 'disabled'],
       ['whatsapp', 'enabled'],
     ]);
+    expect(JSON.stringify(connectors[0])).toContain('telegram-bot-token');
+    expect(t.host.instance('acme-gateway-0')!.connectors.telegram).toEqual({ enabled: false, missing: ['telegram-bot-token'] });
     const status = await client.request('service-status', {});
     expect(status.services.map((s) => [s.name, s.ports.map((p) => p.port)])).toEqual([['openclaw-gateway', [18789]]]);
   });
