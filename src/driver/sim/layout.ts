@@ -1,0 +1,65 @@
+import path from 'node:path';
+
+/** Where the simulation driver keeps one VM's files, under `<stateDir>/vms/<instance>/`. */
+export interface VmLayout {
+  dir: string;
+  drives: string;
+  drive(name: string): string;
+  /** The runner's start record: pid and /proc start time. */
+  pidFile: string;
+  /** What the runner needs to know (written at boot and restore). */
+  runnerFile: string;
+  /** Runtime files of the running VM: the agent's socket, pid files, the ready marker. */
+  runDir: string;
+  agentSocket: string;
+  pidDir: string;
+  readyFile: string;
+  /** The simulated services and where they listen. */
+  servicesFile: string;
+  /** Firecracker's vsock `uds_path`. */
+  vsockSocket: string;
+  snapshotFile: string;
+  stdoutLog: string;
+  stderrLog: string;
+}
+
+export function vmLayout(vmDir: string): VmLayout {
+  const runDir = path.join(vmDir, 'run');
+  return {
+    dir: vmDir,
+    drives: path.join(vmDir, 'drives'),
+    drive: (name) => path.join(vmDir, 'drives', name),
+    pidFile: path.join(vmDir, 'runner.pid'),
+    runnerFile: path.join(vmDir, 'runner.json'),
+    runDir,
+    agentSocket: path.join(runDir, 'agent.sock'),
+    pidDir: path.join(runDir, 'pids'),
+    readyFile: path.join(runDir, 'ready'),
+    servicesFile: path.join(runDir, 'services.json'),
+    vsockSocket: path.join(vmDir, 'vsock.sock'),
+    snapshotFile: path.join(vmDir, 'snapshot.json'),
+    stdoutLog: path.join(vmDir, 'vm.out.log'),
+    stderrLog: path.join(vmDir, 'vm.err.log'),
+  };
+}
+
+/** What boot hands the VM runner. */
+export interface RunnerConfig {
+  instance_id: string;
+  tenant_id: string;
+  /** The guest agent's vsock port. */
+  agent_port: number;
+  /** This VM's own loopback address: its simulated services listen there. */
+  loopback: string;
+  /** Drive mount points as the guest sees them, mapped to host directories. */
+  config_dir: string;
+  secrets_dir: string;
+  secrets_epoch: number;
+}
+
+/** 10.200.0.2 -> 127.200.0.2: one loopback address per VM, so tenants' services may share a port. */
+export function loopbackFor(ipv4: string): string {
+  const octets = ipv4.split('.');
+  if (octets.length !== 4 || octets.some((o) => !/^[0-9]{1,3}$/.test(o) || Number(o) > 255)) throw new Error(`not an IPv4 address: ${ipv4}`);
+  return `127.${octets[1]}.${octets[2]}.${octets[3]}`;
+}

@@ -1,0 +1,545 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { Clock } from '../../common/clock.ts';
+import { type IdSource, randomIds } from '../../common/ids.ts';
+import { InstanceId, LocalName } from '../../schemas/ids.ts';
+import type { ServiceSpec } from '../../schemas/role-manifest.ts';
+import { connectGuestAgent, type VsockHostClient } from '../../vsock/host-client.ts';
+import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
+import { type RunnerConfig, type VmLayout, loopbackFor, vmLayout } from './layout.ts';
+import { type PidRecord, isStopped, liveProcess, readProcStat, signalGroup } from './proc.ts';
+
+/**
+ * The dev-mode simulation driver (issue 5, section 1). Each microVM is a real, detached process
+ * (src/driver/sim/vm-runner.ts) in its own process group, so a restarted control plane finds it
+ * again through `<vmDir>/runner.pid` (pid and /proc start time). Drives are directories under
+ * `<stateDir>/vms/<instance>/drives/<name>`. The host talks to the guest agent only through the
+ * VM's vsock socket with the Firecracker `CONNECT` handshake, as it will with Firecracker.
+ *
+ * Every call checks its signal and deadline first and makes one attempt; waits poll with the
+ * injected clock, so give it a real clock (systemClock) when VMs are real processes.
+ */
+
+export interface SimDriverOptions {
+  stateDir: string;
+  clock: Clock;
+  ids?: IdSource;
+  /** How long stop waits after SIGTERM before SIGKILL (clock ms). */
+  stopGraceMs?: number;
+  /** How often adopted VMs (started by an earlier driver) are checked for unexpected exits. */
+  adoptedPollMs?: number;
+  /** The Node binary that runs the VM runner. */
+  nodePath?: string;
+}
+
+const RUNNER = fileURLToPath(new URL('./vm-runner.ts', import.meta.url));
+/** The package root: `--import tsx` is resolved from there. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const POLL_MS = 20;
+
+interface Tracked {
+  record: PidRecord;
+  /** Set before this driver signals the VM to go away, so its exit is not reported as unexpected. */
+  expected: boolean;
+  /** Started by this driver (its exit is seen directly) or adopted (polled). */
+  child: boolean;
+}
+
+export class SimDriver implements VmmDriver {
+  readonly kind = 'sim';
+  readonly stateDir: string;
+  readonly #vmsDir: string;
+  readonly #clock: Clock;
+  readonly #ids: IdSource;
+  readonly #stopGraceMs: number;
+  readonly #adoptedPollMs: number;
+  readonly #nodePath: string;
+  readonly #tracked = new Map<string, Tracked>();
+  readonly #listeners = new Set<(exit: VmExit) => void>();
+  #pollTimer: unknown = null;
+  #closed = false;
+
+  constructor(options: SimDriverOptions) {
+    this.stateDir = path.resolve(options.stateDir);
+    this.#vmsDir = path.join(this.stateDir, 'vms');
+    this.#clock = options.clock;
+    this.#ids = options.ids ?? randomIds;
+    this.#stopGraceMs = options.stopGraceMs ?? 3000;
+    this.#adoptedPollMs = options.adoptedPollMs ?? 1000;
+    this.#nodePath = options.nodePath ?? process.execPath;
+  }
+
+  // --- the port ---
+
+  prepareDrives(spec: InstanceSpec, ctx: OpContext): Promise<void> {
+    return this.#op('prepareDrives', spec.instance_id, ctx, async (layout, check) => {
+      const names = spec.drives.map((d) => this.#driveName('prepareDrives', spec.instance_id, d.name));
+      await mkdir(layout.drives, { recursive: true, mode: 0o755 });
+      for (const [i, drive] of spec.drives.entries()) {
+        check();
+        const dir = layout.drive(names[i]!);
+        switch (drive.persistence) {
+          case 'persistent':
+          case 'disposable':
+            // Created once with its initial files; what the guest wrote since is kept.
+            if (!(await exists(dir))) await writeDrive(dir, drive.files, { dirMode: 0o755, fileMode: 0o644 });
+            break;
+          case 'ephemeral':
+            // Secrets: this boot's contents only, readable by the VM's user only.
+            await rm(dir, { recursive: true, force: true });
+            await writeDrive(dir, drive.files, { dirMode: 0o700, fileMode: 0o600 });
+            break;
+          case 'versioned':
+            // Config: replaced as a whole, files read-only.
+            await rm(dir, { recursive: true, force: true });
+            await writeDrive(dir, drive.files, { dirMode: 0o755, fileMode: 0o444 });
+            break;
+        }
+      }
+    });
+  }
+
+  boot(spec: InstanceSpec, ctx: OpContext): Promise<void> {
+    return this.#op('boot', spec.instance_id, ctx, async (layout, check) => {
+      await this.#requireDrives('boot', spec, layout);
+      await this.#start('boot', spec, layout, check);
+    });
+  }
+
+  checkReadiness(spec: InstanceSpec, service: ServiceSpec, ctx: OpContext): Promise<void> {
+    return this.#op('checkReadiness', spec.instance_id, ctx, async (layout, check) => {
+      const notReady = (why: string) => new DriverError('checkReadiness', spec.instance_id, 'not-ready', `${service.name} is not ready: ${why}`, true);
+      if (!this.#live(layout)) throw notReady('the VM is not running');
+      const client = await this.#agent('checkReadiness', spec.instance_id, layout, spec.vsock.agent_port, check).catch((error: DriverError) => {
+        throw notReady(error.message);
+      });
+      try {
+        const answer = await client.request('readiness', { service: service.name }, { deadlineMs: this.#remaining(ctx, 5000) });
+        if (!answer.ready) throw notReady(answer.services.map((s) => `${s.name}: ${s.state}${s.detail ? ` (${s.detail})` : ''}`).join('; '));
+      } catch (error) {
+        if (error instanceof DriverError) throw error;
+        throw notReady((error as Error).message);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  pause(instanceId: string, ctx: OpContext): Promise<void> {
+    return this.#op('pause', instanceId, ctx, async (layout, check) => {
+      const record = this.#requireLive('pause', instanceId, layout);
+      signalGroup(record.pid, 'SIGSTOP');
+      await this.#waitFor(check, () => {
+        const stat = liveProcess(record);
+        return !stat || isStopped(stat);
+      });
+    });
+  }
+
+  resume(instanceId: string, ctx: OpContext): Promise<void> {
+    return this.#op('resume', instanceId, ctx, async (layout, check) => {
+      const record = this.#requireLive('resume', instanceId, layout);
+      signalGroup(record.pid, 'SIGCONT');
+      await this.#waitFor(check, () => {
+        const stat = liveProcess(record);
+        return !stat || !isStopped(stat);
+      });
+    });
+  }
+
+  drain(instanceId: string, ctx: OpContext): Promise<void> {
+    return this.#op('drain', instanceId, ctx, async (layout, check) => {
+      this.#requireLive('drain', instanceId, layout);
+      const runner = await this.#runnerConfig(layout);
+      const client = await this.#agent('drain', instanceId, layout, runner.agent_port, check);
+      try {
+        // A role that does not enable drain has no in-flight work the host could wait for.
+        if (!client.handlers.has('drain')) return;
+        const waitMs = this.#remaining(ctx, 60_000);
+        const answer = await client.request('drain', { deadline_ms: Math.max(0, waitMs - 500) }, { deadlineMs: waitMs });
+        if (!answer.drained) throw new DriverError('drain', instanceId, 'not-drained', `${answer.in_flight} work items still in flight after ${answer.waited_ms} ms`, true);
+      } catch (error) {
+        if (error instanceof DriverError) throw error;
+        throw new DriverError('drain', instanceId, 'agent', (error as Error).message, true);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  snapshot(spec: InstanceSpec, ctx: OpContext): Promise<SnapshotRef> {
+    return this.#op('snapshot', spec.instance_id, ctx, async (layout, check) => {
+      const record = this.#liveRecord(layout);
+      if (!record) {
+        const existing = await readSnapshot(layout);
+        if (existing && existing.artifacts === spec.revision.artifacts && existing.manifest_hash === spec.manifest_hash) return existing;
+        throw new DriverError('snapshot', spec.instance_id, 'vm-missing', 'no VM of this instance is running or paused', false);
+      }
+      const ref: SnapshotRef = {
+        snapshot_id: this.#ids.next('snap'),
+        artifacts: spec.revision.artifacts,
+        manifest_hash: spec.manifest_hash,
+        created_at: this.#clock.now(),
+      };
+      await writeAtomic(layout.snapshotFile, `${JSON.stringify(ref, null, 2)}\n`);
+      await this.#shutDown(spec.instance_id, layout, check);
+      return ref;
+    });
+  }
+
+  restore(spec: InstanceSpec, snapshot: SnapshotRef, ctx: OpContext): Promise<void> {
+    return this.#op('restore', spec.instance_id, ctx, async (layout, check) => {
+      const id = spec.instance_id;
+      const mismatch = describeMismatch(snapshot, spec.revision.artifacts, spec.manifest_hash);
+      if (mismatch) throw new DriverError('restore', id, 'snapshot-mismatch', `snapshot ${snapshot.snapshot_id} ${mismatch}`, false);
+      if (this.#live(layout)) return;
+      const recorded = await readSnapshot(layout);
+      if (!recorded || recorded.snapshot_id !== snapshot.snapshot_id) throw new DriverError('restore', id, 'no-snapshot', `snapshot ${snapshot.snapshot_id} is not on this host`, false);
+      const onDisk = describeMismatch(recorded, snapshot.artifacts, snapshot.manifest_hash);
+      if (onDisk) throw new DriverError('restore', id, 'snapshot-mismatch', `the snapshot on disk ${onDisk}`, false);
+      await this.#requireDrives('restore', spec, layout);
+      await this.#start('restore', spec, layout, check);
+      // The VM runs on from here: its snapshot is used up, as the fake driver's is.
+      await rm(layout.snapshotFile, { force: true });
+      const client = await this.#agent('restore', id, layout, spec.vsock.agent_port, check);
+      try {
+        if (!client.handlers.has('post-restore')) return;
+        await client.request(
+          'post-restore',
+          { secrets_epoch: spec.revision.secrets_epoch, entropy_seed: randomBytes(32).toString('base64') },
+          { deadlineMs: this.#remaining(ctx, 10_000) },
+        );
+      } catch (error) {
+        throw new DriverError('restore', id, 'post-restore', (error as Error).message, true);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  stop(instanceId: string, ctx: OpContext): Promise<void> {
+    return this.#op('stop', instanceId, ctx, async (layout, check) => {
+      if (!(await exists(layout.dir))) return;
+      await this.#shutDown(instanceId, layout, check);
+    });
+  }
+
+  destroy(instanceId: string, ctx: OpContext): Promise<void> {
+    return this.#op('destroy', instanceId, ctx, async (layout, check) => {
+      if (!(await exists(layout.dir))) return;
+      await this.#shutDown(instanceId, layout, check);
+      await rm(layout.dir, { recursive: true, force: true });
+      this.#tracked.delete(instanceId);
+    });
+  }
+
+  async describe(): Promise<ObservedVm[]> {
+    const names = await readdir(this.#vmsDir).catch(() => [] as string[]);
+    const out: ObservedVm[] = [];
+    for (const name of names.sort()) {
+      if (!InstanceId.safeParse(name).success) continue;
+      const layout = vmLayout(path.join(this.#vmsDir, name));
+      if (!(await stat(layout.dir).then((s) => s.isDirectory(), () => false))) continue;
+      const live = liveProcess(readPidRecord(layout));
+      const state = !live ? 'stopped' : isStopped(live) ? 'paused' : 'running';
+      if (live) this.#adopt(name, layout);
+      out.push({ instance_id: name, state, snapshot: await readSnapshot(layout) });
+    }
+    return out;
+  }
+
+  onExit(listener: (exit: VmExit) => void): () => void {
+    const subscription = (exit: VmExit) => listener(exit);
+    this.#listeners.add(subscription);
+    return () => this.#listeners.delete(subscription);
+  }
+
+  // --- beyond the port ---
+
+  /** Stops watching VMs (they keep running: they are detached). */
+  close(): void {
+    this.#closed = true;
+    if (this.#pollTimer !== null) this.#clock.clearTimeout(this.#pollTimer);
+    this.#pollTimer = null;
+  }
+
+  /** The VM's directory, for tests and `mvm-actors dev`. Validates the id. */
+  vmDir(instanceId: string): string {
+    return this.#layout('describe', instanceId).dir;
+  }
+
+  /** The runner's pid of a running or paused VM, or null. */
+  pidOf(instanceId: string): number | null {
+    return this.#liveRecord(this.#layout('describe', instanceId))?.pid ?? null;
+  }
+
+  /** Where the VM's simulated services listen, as the runner wrote it. */
+  async simulatedServices(instanceId: string): Promise<{ loopback: string; simulated: { service: string; program: string; address: string; port: number; port_name: string }[] } | null> {
+    const layout = this.#layout('describe', instanceId);
+    return readFile(layout.servicesFile, 'utf8').then((text) => JSON.parse(text), () => null);
+  }
+
+  // --- internals ---
+
+  #layout(op: DriverOp, instanceId: string): VmLayout {
+    // Ids become paths: only a valid id, and only directly under vms/, is ever touched.
+    if (!InstanceId.safeParse(instanceId).success) throw new DriverError(op, String(instanceId), 'bad-instance-id', `not a valid instance id: ${JSON.stringify(instanceId)}`, false);
+    const dir = path.join(this.#vmsDir, instanceId);
+    if (path.dirname(dir) !== this.#vmsDir) throw new DriverError(op, instanceId, 'bad-instance-id', 'instance id escapes the state directory', false);
+    return vmLayout(dir);
+  }
+
+  #driveName(op: DriverOp, instanceId: string, name: string): string {
+    if (!LocalName.safeParse(name).success) throw new DriverError(op, instanceId, 'bad-drive', `not a valid drive name: ${JSON.stringify(name)}`, false);
+    return name;
+  }
+
+  async #op<T>(op: DriverOp, instanceId: string, ctx: OpContext, body: (layout: VmLayout, check: () => void) => Promise<T>): Promise<T> {
+    const check = () => {
+      if (ctx.signal.aborted) throw new DriverError(op, instanceId, 'aborted', 'aborted', false);
+      if (this.#clock.now() >= ctx.deadline) throw new DriverError(op, instanceId, 'deadline', 'did not finish by its deadline', true);
+    };
+    if (ctx.signal.aborted) throw new DriverError(op, instanceId, 'aborted', 'aborted before it started', false);
+    if (ctx.deadline <= this.#clock.now()) throw new DriverError(op, instanceId, 'deadline', 'the deadline passed before it started', true);
+    const layout = this.#layout(op, instanceId);
+    try {
+      return await body(layout, check);
+    } catch (error) {
+      if (error instanceof DriverError) throw error;
+      throw new DriverError(op, instanceId, 'io', (error as Error).message, true);
+    }
+  }
+
+  #remaining(ctx: OpContext, cap: number): number {
+    return Math.max(1, Math.min(cap, ctx.deadline - this.#clock.now()));
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#clock.setTimeout(resolve, ms));
+  }
+
+  /** Polls `done` with the clock until it holds; `check` throws on abort or deadline. */
+  async #waitFor(check: () => void, done: () => boolean | Promise<boolean>): Promise<void> {
+    for (;;) {
+      if (await done()) return;
+      check();
+      await this.#sleep(POLL_MS);
+    }
+  }
+
+  #liveRecord(layout: VmLayout): PidRecord | null {
+    const record = readPidRecord(layout);
+    return liveProcess(record) ? record : null;
+  }
+
+  #live(layout: VmLayout): boolean {
+    return this.#liveRecord(layout) !== null;
+  }
+
+  #requireLive(op: DriverOp, instanceId: string, layout: VmLayout): PidRecord {
+    const record = this.#liveRecord(layout);
+    if (!record) throw new DriverError(op, instanceId, 'vm-missing', 'no VM of this instance is running or paused', false);
+    return record;
+  }
+
+  async #requireDrives(op: DriverOp, spec: InstanceSpec, layout: VmLayout): Promise<void> {
+    for (const drive of spec.drives) {
+      if (!(await exists(layout.drive(this.#driveName(op, spec.instance_id, drive.name))))) {
+        throw new DriverError(op, spec.instance_id, 'drives-missing', `drive ${drive.name} was not prepared`, false);
+      }
+    }
+  }
+
+  async #runnerConfig(layout: VmLayout): Promise<RunnerConfig> {
+    return JSON.parse(await readFile(layout.runnerFile, 'utf8')) as RunnerConfig;
+  }
+
+  /** Starts the runner unless a live one is there (adopted, never started twice), then waits until it is ready. */
+  async #start(op: DriverOp, spec: InstanceSpec, layout: VmLayout, check: () => void): Promise<void> {
+    const id = spec.instance_id;
+    let record = this.#liveRecord(layout);
+    if (record) {
+      this.#adopt(id, layout);
+    } else {
+      const mountOf = (mount: string) => spec.drives.find((d) => d.mount === mount)?.name;
+      const runner: RunnerConfig = {
+        instance_id: id,
+        tenant_id: spec.tenant_id,
+        agent_port: spec.vsock.agent_port,
+        loopback: loopbackFor(spec.network.ipv4),
+        config_dir: layout.drive(mountOf('/etc/mvm-config') ?? 'config'),
+        secrets_dir: layout.drive(mountOf('/run/secrets') ?? 'secrets'),
+        secrets_epoch: spec.revision.secrets_epoch,
+      };
+      await writeAtomic(layout.runnerFile, `${JSON.stringify(runner, null, 2)}\n`);
+      await rm(layout.readyFile, { force: true });
+      const out = openSync(layout.stdoutLog, 'a');
+      const err = openSync(layout.stderrLog, 'a');
+      const spawn = () =>
+        execa(this.#nodePath, ['--import', 'tsx', RUNNER, layout.dir], {
+          cwd: PACKAGE_ROOT,
+          detached: true,
+          cleanup: false,
+          // Raw descriptors, so the VM writes its logs itself and outlives this process (execa's
+          // types only accept literal descriptor numbers).
+          stdio: ['ignore', out as 1, err as 2],
+          reject: false,
+          buffer: false,
+        });
+      let subprocess: ReturnType<typeof spawn>;
+      try {
+        subprocess = spawn();
+      } finally {
+        closeSync(out);
+        closeSync(err);
+      }
+      const pid = subprocess.pid;
+      const stat = pid === undefined ? null : (readProcStat(pid)?.startTime ?? null);
+      if (pid === undefined || stat === null) throw new DriverError(op, id, 'spawn', 'the VM runner did not start', true);
+      record = { pid, start_time: stat };
+      await writeAtomic(layout.pidFile, `${JSON.stringify(record)}\n`);
+      const tracked: Tracked = { record, expected: false, child: true };
+      this.#tracked.set(id, tracked);
+      subprocess.unref();
+      void subprocess.then((result) => {
+        if (this.#tracked.get(id) === tracked) this.#tracked.delete(id);
+        if (!tracked.expected) this.#emit({ instance_id: id, reason: result.signal ?? `exit ${result.exitCode ?? 'unknown'}` });
+      });
+    }
+    const started = record;
+    await this.#waitFor(check, async () => {
+      if (!liveProcess(started)) throw new DriverError(op, id, 'vm-exited', `the VM runner exited while starting; see ${layout.stderrLog}`, true);
+      return readFile(layout.readyFile, 'utf8').then(
+        (text) => Number(text.trim()) === started.pid,
+        () => false,
+      );
+    });
+  }
+
+  /** Stops the VM's processes (SIGTERM, SIGKILL after the grace period) and removes its secrets drive and runtime files. */
+  async #shutDown(instanceId: string, layout: VmLayout, check: () => void): Promise<void> {
+    const record = this.#liveRecord(layout);
+    if (record) {
+      const tracked = this.#tracked.get(instanceId);
+      if (tracked && tracked.record.pid === record.pid) tracked.expected = true;
+      else this.#tracked.set(instanceId, { record, expected: true, child: false });
+      signalGroup(record.pid, 'SIGTERM');
+      // A paused VM only sees SIGTERM once it runs again.
+      signalGroup(record.pid, 'SIGCONT');
+      const killAt = this.#clock.now() + this.#stopGraceMs;
+      let killed = false;
+      await this.#waitFor(check, () => {
+        if (!liveProcess(record)) return true;
+        if (!killed && this.#clock.now() >= killAt) {
+          killed = true;
+          signalGroup(record.pid, 'SIGKILL');
+        }
+        return false;
+      });
+    }
+    await rm(layout.pidFile, { force: true });
+    await rm(layout.runDir, { recursive: true, force: true });
+    await rm(layout.vsockSocket, { force: true });
+    const runner = await this.#runnerConfig(layout).catch(() => null);
+    await rm(runner?.secrets_dir ?? layout.drive('secrets'), { recursive: true, force: true });
+  }
+
+  async #agent(op: DriverOp, instanceId: string, layout: VmLayout, port: number, check: () => void): Promise<VsockHostClient> {
+    check();
+    try {
+      return await connectGuestAgent({ udsPath: layout.vsockSocket, port, instanceId, clock: this.#clock, connectDeadlineMs: 2000, helloDeadlineMs: 2000 });
+    } catch (error) {
+      throw new DriverError(op, instanceId, 'agent-unreachable', `cannot reach the guest agent: ${(error as Error).message}`, true);
+    }
+  }
+
+  /** Watches a VM this driver did not start (it was running before): polled with the clock. */
+  #adopt(instanceId: string, layout: VmLayout): void {
+    if (this.#tracked.has(instanceId)) return;
+    const record = readPidRecord(layout);
+    if (!record) return;
+    this.#tracked.set(instanceId, { record, expected: false, child: false });
+    this.#schedulePoll();
+  }
+
+  #schedulePoll(): void {
+    if (this.#pollTimer !== null || this.#closed) return;
+    this.#pollTimer = this.#clock.setTimeout(() => {
+      this.#pollTimer = null;
+      let adopted = 0;
+      for (const [id, tracked] of [...this.#tracked]) {
+        if (tracked.child) continue;
+        if (liveProcess(tracked.record)) {
+          adopted += 1;
+          continue;
+        }
+        this.#tracked.delete(id);
+        if (!tracked.expected) this.#emit({ instance_id: id, reason: 'exited (adopted VM; exit status unknown)' });
+      }
+      if (adopted > 0) this.#schedulePoll();
+    }, this.#adoptedPollMs);
+  }
+
+  #emit(exit: VmExit): void {
+    if (this.#closed) return;
+    for (const listener of [...this.#listeners]) listener(exit);
+  }
+}
+
+export function createSimDriver(options: SimDriverOptions): SimDriver {
+  return new SimDriver(options);
+}
+
+// --- helpers ---
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function writeAtomic(file: string, text: string): Promise<void> {
+  await writeFile(`${file}.tmp`, text);
+  await rename(`${file}.tmp`, file);
+}
+
+async function writeDrive(dir: string, files: Record<string, string>, modes: { dirMode: number; fileMode: number }): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: modes.dirMode });
+  await chmod(dir, modes.dirMode);
+  for (const [relative, content] of Object.entries(files)) {
+    const target = path.resolve(dir, relative);
+    if (!target.startsWith(`${dir}${path.sep}`)) throw new Error(`drive file path escapes its drive: ${relative}`);
+    await mkdir(path.dirname(target), { recursive: true, mode: modes.dirMode });
+    await writeFile(target, content, { mode: 0o600 });
+    await chmod(target, modes.fileMode);
+  }
+}
+
+function readPidRecord(layout: VmLayout): PidRecord | null {
+  try {
+    const record = JSON.parse(readFileSync(layout.pidFile, 'utf8')) as PidRecord;
+    return Number.isInteger(record.pid) && typeof record.start_time === 'string' ? record : null;
+  } catch {
+    return null;
+  }
+}
+
+async function readSnapshot(layout: VmLayout): Promise<SnapshotRef | null> {
+  try {
+    const ref = JSON.parse(await readFile(layout.snapshotFile, 'utf8')) as SnapshotRef;
+    return { snapshot_id: ref.snapshot_id, artifacts: ref.artifacts, manifest_hash: ref.manifest_hash, created_at: ref.created_at };
+  } catch {
+    return null;
+  }
+}
+
+function describeMismatch(ref: { artifacts: string; manifest_hash: string }, artifacts: string, manifestHash: string): string | null {
+  if (ref.artifacts !== artifacts) return `was taken with bundle ${ref.artifacts}, not ${artifacts}`;
+  if (ref.manifest_hash !== manifestHash) return `was taken with manifest ${ref.manifest_hash}, not ${manifestHash}`;
+  return null;
+}
