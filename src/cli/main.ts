@@ -31,6 +31,9 @@ Commands:
   chart <role> [--format json|dot|mermaid|svg] [--connectors a,b] [--no-ingress] [--roles DIR]
                                             Print the statechart generated from a role manifest
                                             (default: ingress on where allowed, every connector)
+  dev [--tenants N] [--desired FILE] [--state-dir DIR] [--down]
+                                            A simulated fleet on this machine: serve with the
+                                            simulation driver and an example desired state
   serve [--listen 127.0.0.1:7070] [--data-dir DIR] [--driver fake] [--roles DIR]
         [--desired FILE] [--token-file F] [--log-level info]
                                             Run the host: restore actors, serve the API and the
@@ -79,6 +82,10 @@ const COMMAND_OPTIONS = {
   connectors: { type: 'string' },
   'no-ingress': { type: 'boolean', default: false },
   listen: { type: 'string', default: '127.0.0.1:7070' },
+  tenants: { type: 'string' },
+  'state-dir': { type: 'string' },
+  'dev-listen': { type: 'string' },
+  down: { type: 'boolean', default: false },
   'data-dir': { type: 'string' },
   driver: { type: 'string', default: 'fake' },
   desired: { type: 'string' },
@@ -157,6 +164,12 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       case 'schema':
         expectArgs(1);
         return schemaCommand({ name: rest[0], json: values.json }, output);
+      case 'dev':
+        expectArgs(0);
+        return await (await import('./commands/dev.ts')).devCommand(
+          { tenants: Number(values.tenants ?? 1), desired: values.desired, stateDir: values['state-dir'], listen: values['dev-listen'] ?? '127.0.0.1:0', down: values.down },
+          output,
+        );
       case 'serve':
         expectArgs(0);
         // Loaded only here: the server stack (fastify, LMDB, the host) is not needed by client commands.

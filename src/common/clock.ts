@@ -25,3 +25,12 @@ export const systemClock: Clock = {
 export function isoTime(ms: number): string {
   return new Date(ms).toISOString();
 }
+
+/**
+ * Keeps the process alive while it waits on the clock's (unref'd) timers, e.g. a command that
+ * waits out a stop grace period with nothing else pending. Returns the release function.
+ */
+export function holdProcessOpen(): () => void {
+  const handle = setInterval(() => undefined, 1 << 30);
+  return () => clearInterval(handle);
+}

@@ -3,6 +3,8 @@ import path from 'node:path';
 import { pino, type Level } from 'pino';
 import { systemClock } from '../../common/clock.ts';
 import { createFakeDriver } from '../../driver/fake-driver.ts';
+import { createSimDriver } from '../../driver/sim/sim-driver.ts';
+import type { VmmDriver } from '../../driver/vmm-driver.ts';
 import { createHost } from '../../host/host.ts';
 import { createServer } from '../../server/create-server.ts';
 import { loadOrCreateToken, readToken, tokenFileFor } from '../../server/token.ts';
@@ -29,6 +31,15 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
+/**
+ * The VMM driver for `--driver`: `sim` runs each VM as real processes under <data-dir>/sim (they
+ * outlive serve); `fake` keeps its in-memory "VMs" in a file, so restarting serve leaves them too.
+ */
+export function makeDriver(kind: string, dataDir: string): VmmDriver {
+  if (kind === 'sim') return createSimDriver({ stateDir: path.join(dataDir, 'sim'), clock: systemClock });
+  return createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
+}
+
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 /**
@@ -42,8 +53,8 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
     throw new UsageError(`serve: binding to ${bindHost} exposes the API beyond this machine; give --token-file with a token you chose (mode 0600)`);
   }
   if (!LEVELS.includes(options.logLevel)) throw new UsageError(`--log-level ${options.logLevel}: choose one of ${LEVELS.join(', ')}`);
-  if (options.driver !== 'fake') {
-    throw new UsageError(`--driver ${options.driver}: not available yet (sim comes with dev mode, firecracker with the Firecracker driver); use --driver fake`);
+  if (options.driver !== 'fake' && options.driver !== 'sim') {
+    throw new UsageError(`--driver ${options.driver}: not available yet (firecracker comes with the Firecracker driver); use --driver sim or fake`);
   }
   const dataDir = path.resolve(options.dataDir ?? defaultDataDir());
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -55,8 +66,7 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
     { level: options.logLevel as Level, base: { component: 'mvm-actors' } },
     process.stderr.isTTY ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,component' } }) : pino.destination(2),
   );
-  // The fake driver keeps its "VMs" in a file, so restarting serve leaves them running.
-  const driver = createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
+  const driver = makeDriver(options.driver, dataDir);
   const host = await createHost({ dataDir, driver, logger, clock: systemClock, ...(options.roles ? { roles: options.roles } : {}) });
   if (options.desired) {
     const result = await host.apply(await readJsonFile(options.desired));
@@ -81,6 +91,7 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
         try {
           await app.close();
           await host.close();
+          (driver as { close?: () => void }).close?.(); // stops watching the VMs; they keep running
           rmSync(serverFileFor(dataDir), { force: true });
           logger.info('stopped; VMs left running');
           resolve(EXIT.ok);

@@ -1,0 +1,142 @@
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { pino } from 'pino';
+import { holdProcessOpen, systemClock } from '../../common/clock.ts';
+import { createSimDriver } from '../../driver/sim/sim-driver.ts';
+import { createHost, type Host } from '../../host/host.ts';
+import { createServer } from '../../server/create-server.ts';
+import { loadOrCreateToken, tokenFileFor } from '../../server/token.ts';
+import { defaultDataDir, serverFileFor } from '../data-dir.ts';
+import { EXIT, UsageError, type Output } from '../output.ts';
+import { readJsonFile } from '../read-json-file.ts';
+
+export interface DevOptions {
+  tenants: number;
+  desired?: string | undefined;
+  stateDir?: string | undefined;
+  listen: string;
+  down: boolean;
+}
+
+/** The example fleet: per tenant a gateway, two workers and a builder job. */
+export function exampleFleet(tenants: number) {
+  const pool = (pool_id: string, role: string, profile: string, running: number, resources: { vcpus: number; mem_mib: number; data_disk_mib: number }) => ({
+    pool_id,
+    role,
+    profile,
+    revision: { artifacts: `${role}-dev`, config_version: 1, secrets_epoch: 0 },
+    resources,
+    desired_counts: { running, warm: 0, sleeping: 0 },
+  });
+  return {
+    schema_version: 1,
+    node_id: 'dev-laptop',
+    generation: 1,
+    tenants: Array.from({ length: tenants }, (_, i) => ({
+      tenant_id: `tenant-${i + 1}`,
+      tenant_net_id: i + 1,
+      ipv4_subnet: `10.${200 + Math.floor(i / 256)}.${i % 256}.0/24`,
+      pools: [
+        pool('gateway', 'gateway', 'openclaw-gateway', 1, { vcpus: 2, mem_mib: 2048, data_disk_mib: 1024 }),
+        pool('workers', 'worker', 'openclaw-worker', 2, { vcpus: 1, mem_mib: 1024, data_disk_mib: 1024 }),
+        pool('builds', 'builder', 'minimal', 1, { vcpus: 1, mem_mib: 256, data_disk_mib: 512 }),
+      ],
+    })),
+  };
+}
+
+const SETTLED = new Set(['running', 'warm', 'sleeping', 'refused', 'failed', 'stopped', 'destroyed']);
+
+function summary(host: Host): { total: number; settled: number; byStatus: Record<string, number> } {
+  const byStatus: Record<string, number> = {};
+  let settled = 0;
+  const instances = host.instances();
+  for (const i of instances) {
+    byStatus[i.status] = (byStatus[i.status] ?? 0) + 1;
+    if (SETTLED.has(i.status)) settled++;
+  }
+  return { total: instances.length, settled, byStatus };
+}
+
+/**
+ * `mvm-actors dev`: a single-host simulation of the fleet on this machine: `serve` with the
+ * simulation driver (every microVM a real process tree with the guest agent and its role's
+ * services, simulated) and an example desired state. Shows progress until the fleet is up, prints
+ * the visualizer URL and a status table, and runs until Ctrl-C, which stops the control plane
+ * only; `mvm-actors dev --down` stops the simulated VMs (their data stays in the state dir).
+ */
+export async function devCommand(options: DevOptions, output: Output): Promise<number> {
+  if (!Number.isInteger(options.tenants) || options.tenants < 1 || options.tenants > 200) throw new UsageError('--tenants must be a whole number from 1 to 200');
+  const stateDir = path.resolve(options.stateDir ?? path.join(defaultDataDir(), 'dev'));
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const driver = createSimDriver({ stateDir: path.join(stateDir, 'sim'), clock: systemClock });
+
+  if (options.down) {
+    const release = holdProcessOpen(); // stop waits out its grace period on the clock
+    const vms = (await driver.describe()).filter((vm) => vm.state === 'running' || vm.state === 'paused');
+    for (const vm of vms) await driver.stop(vm.instance_id, { signal: new AbortController().signal, deadline: systemClock.now() + 30_000 });
+    driver.close();
+    release();
+    output.out(`stopped ${vms.length} simulated VM(s); their data stays in ${stateDir}`);
+    return EXIT.ok;
+  }
+
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const host = await createHost({ dataDir: stateDir, driver, logger, clock: systemClock });
+  const document = options.desired ? await readJsonFile(options.desired) : exampleFleet(options.tenants);
+  const result = await host.apply(document);
+  if (!result.applied && !result.refusal?.startsWith('stale-generation')) {
+    await host.close();
+    driver.close();
+    output.err(`the desired state was not applied (${result.refusal}):\n${result.issues.map((i) => `  ✖ ${i.path}: ${i.message}`).join('\n')}`);
+    return EXIT.invalid;
+  }
+  const token = loadOrCreateToken(tokenFileFor(stateDir));
+  const app = await createServer(host, { token });
+  const [bindHost, port] = options.listen.split(':');
+  await app.listen({ host: bindHost!, port: Number(port) });
+  const address = app.server.address();
+  const url = `http://${bindHost}:${typeof address === 'object' && address ? address.port : port}`;
+  writeFileSync(serverFileFor(stateDir), `${JSON.stringify({ url, pid: process.pid, token_file: tokenFileFor(stateDir) })}\n`, { mode: 0o600 });
+  output.out(`mvm-actors dev: state in ${stateDir}; API on ${url}`);
+
+  // Progress until every instance has settled (each VM is a real process: a few seconds).
+  await new Promise<void>((resolve) => {
+    let last = '';
+    const tick = () => {
+      const s = summary(host);
+      const line = `  ${s.settled}/${s.total} settled: ${Object.entries(s.byStatus).map(([k, v]) => `${v} ${k}`).join(', ')}`;
+      if (line !== last) output.out(line);
+      last = line;
+      // Up when nothing is in the middle of an effect: instances waiting on a gateway that failed
+      // would otherwise keep the fleet "coming up" forever; the table below says what is wrong.
+      if (s.total > 0 && host.isSettled() && !s.byStatus.pending) resolve();
+      else systemClock.setTimeout(tick, 250);
+    };
+    tick();
+  });
+  const broken = host.instances().filter((i) => i.status === 'failed' || i.status === 'refused');
+  output.out(broken.length === 0 ? 'fleet up' : `fleet up, with ${broken.length} instance(s) failed or refused (see REASON; the VM logs are in ${path.join(stateDir, 'sim', 'vms')})`);
+  output.out(`visualizer: ${url}/viz?token=${token}`);
+  output.out(`CLI:        npx mvm-actors status --data-dir ${stateDir}`);
+  const rows = host.instances().map((i) => [i.instance_id, i.role, i.status, i.network.ipv4, i.status_reason ?? '']);
+  const widths = [0, 1, 2, 3].map((c) => Math.max(...rows.map((r) => r[c]!.length), ['INSTANCE', 'ROLE', 'STATUS', 'IP'][c]!.length));
+  const fmt = (r: string[]) => r.map((v, c) => (c < 4 ? v.padEnd(widths[c]!) : v)).join('  ').trimEnd();
+  output.out([fmt(['INSTANCE', 'ROLE', 'STATUS', 'IP', 'REASON']), ...rows.map(fmt)].join('\n'));
+  output.out('services are simulated (the OpenClaw gateway and worker need a separate install); Ctrl-C stops the control plane, `mvm-actors dev --down` the VMs');
+
+  return new Promise<number>((resolve) => {
+    const stop = () => {
+      void (async () => {
+        await app.close();
+        await host.close();
+        driver.close();
+        rmSync(serverFileFor(stateDir), { force: true });
+        output.out('control plane stopped; the simulated VMs keep running (mvm-actors dev --down stops them)');
+        resolve(EXIT.ok);
+      })();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
