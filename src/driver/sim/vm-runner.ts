@@ -9,7 +9,7 @@ import { GuestAgent } from '../../guest/guest-agent.ts';
 import { defaultServiceProbe } from '../../guest/service-probe.ts';
 import { unixSocketTransport } from '../../guest/transport.ts';
 import { type RunnerConfig, vmLayout } from './layout.ts';
-import { SimVmmSocket } from './vmm-socket.ts';
+import { VmmSocket } from './vmm-socket.ts';
 
 /**
  * One simulated microVM: node --import tsx src/driver/sim/vm-runner.ts <vmDir>
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     probe: defaultServiceProbe({ clock: systemClock, pidDir: layout.pidDir, host: config.loopback }),
   });
   const listener = await unixSocketTransport(layout.agentSocket).listen((stream) => agent.handleConnection(stream));
-  const vmm = await SimVmmSocket.start(layout.vsockSocket, { [config.agent_port]: layout.agentSocket });
+  const vmm = await VmmSocket.start({ udsPath: layout.vsockSocket, guestPorts: { [config.agent_port]: layout.agentSocket } });
 
   const servers: net.Server[] = [];
   const simulated: { service: string; program: string; address: string; port: number; port_name: string }[] = [];

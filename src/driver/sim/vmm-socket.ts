@@ -2,46 +2,84 @@ import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 
 /**
- * The simulation driver's stand-in for Firecracker's vsock device, host side (docs/vsock.md),
- * ported from test/vsock/fake-vmm-socket.ts: the VM's vsock Unix socket (`uds_path`) accepts host
- * connections; the host sends `CONNECT <port>\n`; when a guest listener is registered for <port>
- * the VMM answers `OK <assigned_host_port>\n` and the connection becomes a byte pipe to it,
- * otherwise it closes.
+ * Firecracker's vsock device as the host sees it, for the simulation driver's VMs and for tests:
+ * - the VM's vsock Unix socket (`uds_path`) accepts host connections; the host sends
+ *   `CONNECT <port>\n`; if a guest process listens on <port> the VMM answers
+ *   `OK <assigned_host_port>\n` and the connection becomes a byte pipe to it; if not, it closes;
+ * - a guest-initiated connection to host port P lands on the Unix socket `<uds_path>_<P>`.
+ * The "guest" listeners here are Unix sockets (the guest agent's --listen path).
  */
+export interface VmmSocketOptions {
+  /** The VM's vsock uds_path. */
+  udsPath: string;
+  /** Guest listeners by vsock port: where a host's `CONNECT <port>` is forwarded. */
+  guestPorts?: Record<number, string>;
+  /** What `OK` reports: a Firecracker-style assigned host port (default) or the requested port. */
+  okPort?: 'assigned' | 'requested';
+}
+
 const MAX_CONNECT_LINE = 32;
 
-export class SimVmmSocket {
+export class VmmSocket {
   readonly udsPath: string;
-  readonly #guestPorts: Map<number, string>;
+  readonly #guestPorts = new Map<number, string>();
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
+  readonly #okPort: 'assigned' | 'requested';
   #nextHostPort = 1_073_741_824;
+  /** Every CONNECT line received, in order (for assertions). */
+  readonly connectRequests: number[] = [];
 
-  private constructor(udsPath: string, guestPorts: Map<number, string>) {
-    this.udsPath = udsPath;
-    this.#guestPorts = guestPorts;
+  private constructor(options: VmmSocketOptions) {
+    this.udsPath = options.udsPath;
+    this.#okPort = options.okPort ?? 'assigned';
+    for (const [port, path] of Object.entries(options.guestPorts ?? {})) this.#guestPorts.set(Number(port), path);
     this.#server = net.createServer((host) => this.#onHost(host));
-    this.#server.on('error', () => {});
   }
 
   /** Listens on `udsPath`, replacing a leftover socket file from a VM process that died. */
-  static async start(udsPath: string, guestPorts: Record<number, string>): Promise<SimVmmSocket> {
-    const stat = await lstat(udsPath).catch(() => null);
-    if (stat) {
-      if (!stat.isSocket()) throw new Error(`${udsPath} exists and is not a socket`);
-      await unlink(udsPath);
+  static async start(options: VmmSocketOptions): Promise<VmmSocket> {
+    const leftover = await lstat(options.udsPath).catch(() => null);
+    if (leftover) {
+      if (!leftover.isSocket()) throw new Error(`${options.udsPath} exists and is not a socket`);
+      await unlink(options.udsPath);
     }
-    const vmm = new SimVmmSocket(udsPath, new Map(Object.entries(guestPorts).map(([port, path]) => [Number(port), path])));
+    const vmm = new VmmSocket(options);
     await new Promise<void>((resolve, reject) => {
       vmm.#server.once('error', reject);
-      vmm.#server.listen(udsPath, () => {
-        vmm.#server.off('error', reject);
-        resolve();
-      });
+      vmm.#server.listen(options.udsPath, () => resolve());
     });
+    // After listening, a failing accept must not take the VM's process down with it.
+    vmm.#server.on('error', () => undefined);
     return vmm;
   }
 
+  /** A guest process starts (or stops, with null) listening on a vsock port. */
+  setGuestPort(port: number, guestSocketPath: string | null): void {
+    if (guestSocketPath === null) this.#guestPorts.delete(port);
+    else this.#guestPorts.set(port, guestSocketPath);
+  }
+
+  /** Live piped connections. */
+  get openConnections(): number {
+    return [...this.#sockets].filter((s) => !s.destroyed).length;
+  }
+
+  /** A guest-initiated connection to host port `port`: lands on `<uds_path>_<port>`. */
+  connectFromGuest(port: number): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = net.createConnection({ path: `${this.udsPath}_${port}` });
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        this.#track(socket);
+        resolve(socket);
+      });
+      // Firecracker answers the guest with VIRTIO_VSOCK_OP_RST; here the connect fails.
+      socket.once('error', reject);
+    });
+  }
+
+  /** Closes the socket and every connection through it. */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const socket of this.#sockets) socket.destroy();
@@ -69,18 +107,22 @@ export class SimVmmSocket {
       host.pause();
       const match = /^CONNECT ([0-9]{1,10})$/.exec(line.subarray(0, newline).toString('latin1'));
       if (!match) return void host.destroy();
+      const port = Number(match[1]);
+      this.connectRequests.push(port);
       const rest = line.subarray(newline + 1);
-      const guestPath = this.#guestPorts.get(Number(match[1]));
+      const guestPath = this.#guestPorts.get(port);
       if (guestPath === undefined) return void host.destroy();
       const guest = net.createConnection({ path: guestPath });
       this.#track(guest);
       guest.once('error', () => host.destroy());
       guest.once('connect', () => {
-        host.write(`OK ${this.#nextHostPort++}\n`);
+        const hostPort = this.#okPort === 'assigned' ? this.#nextHostPort++ : port;
+        host.write(`OK ${hostPort}\n`);
         if (rest.length > 0) guest.write(rest);
         host.pipe(guest);
         guest.pipe(host);
         host.resume();
+        // One side gone: the other gets its remaining bytes, then an end (or a reset on error).
         guest.once('close', () => host.end());
         host.once('close', () => guest.end());
         guest.once('error', () => host.destroy());
