@@ -62,6 +62,7 @@ describe('npm run dev', { timeout: 90_000 }, () => {
     expect(output).toMatch(/^tenant-1-gateway-0 +gateway +running +10\.200\.0\.2/m);
     expect(output).toMatch(/^tenant-1-workers-1 +worker +running/m);
     expect(runnersOf(stateDir)).toHaveLength(4);
+    expect(output).toMatch(/^simulated services: .*gateway: openclaw-gateway \(openclaw, simulated on :18789\)/m);
 
     process.kill(-dev.pid!, 'SIGINT');
     await dev;

@@ -123,7 +123,15 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
   const widths = [0, 1, 2, 3].map((c) => Math.max(...rows.map((r) => r[c]!.length), ['INSTANCE', 'ROLE', 'STATUS', 'IP'][c]!.length));
   const fmt = (r: string[]) => r.map((v, c) => (c < 4 ? v.padEnd(widths[c]!) : v)).join('  ').trimEnd();
   output.out([fmt(['INSTANCE', 'ROLE', 'STATUS', 'IP', 'REASON']), ...rows.map(fmt)].join('\n'));
-  output.out('services are simulated (the OpenClaw gateway and worker need a separate install); Ctrl-C stops the control plane, `mvm-actors dev --down` the VMs');
+  // Say which services are stand-ins: the real OpenClaw gateway and node host need their own install.
+  const simulated = new Set<string>();
+  for (const instance of host.instances()) {
+    const services = await driver.simulatedServices(instance.instance_id);
+    for (const service of services?.simulated ?? []) simulated.add(`${instance.role}: ${service.service} (${service.program}, simulated on :${service.port})`);
+    if (services && services.simulated.length === 0) simulated.add(`${instance.role}: no services declared`);
+  }
+  output.out(`simulated services: ${[...simulated].sort().join('; ') || 'none'}`);
+  output.out('Ctrl-C stops the control plane (the VMs keep running); `mvm-actors dev --down` stops the VMs');
 
   return new Promise<number>((resolve) => {
     const stop = () => {
