@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { InstanceId, LocalName, RoleName, SecretName, TenantId } from '../schemas/ids.ts';
 import { PortSpec, VsockHandler } from '../schemas/role-manifest.ts';
-import { describeZodError } from '../vsock/protocol.ts';
+import { describeZodError, DependencyEndpoint } from '../vsock/protocol.ts';
 
 /**
  * What the guest agent reads from the config drive (`/etc/mvm-config/mvm.json`, written by
@@ -32,6 +32,7 @@ export const GuestConfig = z.looseObject({
   ports: z.array(PortSpec),
   vsock: z.looseObject({ agent_port: z.number().int().min(1).max(0xffff_ffff), handlers: z.array(VsockHandler) }),
   connectors: z.array(GuestConnector).default([]),
+  depends_on: z.array(DependencyEndpoint).default([]),
 });
 export type GuestConfig = z.infer<typeof GuestConfig>;
 

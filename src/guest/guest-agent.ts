@@ -210,6 +210,7 @@ export class GuestAgent {
           program: s.program,
           ports: ports.filter((p) => s.ports.includes(p.name)).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })),
         })),
+        depends_on: this.#requireConfig().depends_on,
       };
     },
 

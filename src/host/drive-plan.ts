@@ -107,7 +107,14 @@ export class DrivePlanner {
   }
 
   /** The driver spec: drive contents with secrets read now (in memory only). */
-  spec(context: InstanceContext, role: LoadedRole, pool: PoolSpec, connectors: readonly string[], ingress: boolean): InstanceSpec {
+  spec(
+    context: InstanceContext,
+    role: LoadedRole,
+    pool: PoolSpec,
+    connectors: readonly string[],
+    ingress: boolean,
+    dependencies: { role: string; instance_id: string; ipv4: string; ports: Record<string, number> }[] = [],
+  ): InstanceSpec {
     const drives: DriveContent[] = role.manifest.drives.map((drive) => {
       const files: Record<string, string> = {};
       if (drive.persistence === 'versioned') {
@@ -117,6 +124,8 @@ export class DrivePlanner {
           secrets_epoch: context.secrets_epoch,
           instance_id: context.instance_id,
           network: context.network,
+          // Where this instance finds what it depends on: a worker's node host dials its gateway here.
+          depends_on: dependencies,
         };
         files['mvm.json'] = `${JSON.stringify(config, null, 2)}\n`;
       }

@@ -152,7 +152,7 @@ export class Host {
         const cached = this.#specs.get(context.instance_id);
         if (cached?.key === key) return cached.spec;
         const runtime = this.#poolRuntime(context);
-        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress);
+        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress, this.#dependencyEndpoints(context, runtime.role));
         this.#specs.set(context.instance_id, { key, spec });
         return spec;
       },
@@ -340,6 +340,21 @@ export class Host {
       }
     }
     return published;
+  }
+
+  /** The tenant's instances of the roles this instance depends on, with their addresses and ports. */
+  #dependencyEndpoints(context: InstanceContext, role: LoadedRole) {
+    const wanted = new Set(role.manifest.depends_on.map((d) => d.role));
+    if (wanted.size === 0) return [];
+    return [...(this.#byTenant.get(context.tenant_id) ?? [])]
+      .filter((h) => wanted.has(h.context.role) && h.status !== 'destroyed')
+      .map((h) => ({
+        role: h.context.role,
+        instance_id: h.context.instance_id,
+        ipv4: h.context.network.ipv4,
+        ports: Object.fromEntries((this.#catalog.roles.get(h.context.role)?.manifest.ports ?? []).map((p) => [p.name, p.port])),
+      }))
+      .sort((a, b) => a.instance_id.localeCompare(b.instance_id));
   }
 
   #poolRuntime(context: InstanceContext): PoolRuntime {

@@ -161,6 +161,11 @@ export const VerbArgs = {
   'job-status': z.object({ ...Target }).strict(),
 } as const satisfies Record<Verb, z.ZodType>;
 
+/** An instance this guest depends on (its tenant's gateway, for a worker), as the config drive names it. */
+export const DependencyEndpoint = z
+  .object({ role: LocalName, instance_id: InstanceId, ipv4: z.string(), ports: z.record(z.string(), z.number().int()) })
+  .strict();
+
 export const VerbResults = {
   ping: z.object({ pong: z.literal(true), instance_id: InstanceId.nullable(), uptime_ms: z.number().int().min(0) }).strict(),
   readiness: z.object({ ready: z.boolean().describe('Every (named) service is ready.'), services: z.array(ServiceReport) }).strict(),
@@ -172,6 +177,7 @@ export const VerbResults = {
           ports: z.array(z.object({ name: LocalName, port: z.number().int(), protocol: z.enum(['tcp', 'udp']) }).strict()),
         }).strict(),
       ),
+      depends_on: z.array(DependencyEndpoint).describe('Where this guest finds the instances it depends on (from the config drive).'),
     })
     .strict(),
   drain: z

@@ -171,7 +171,7 @@ describe('the host with the simulation driver', () => {
     }
   });
 
-  it("gives a worker a config drive and an agent hello naming its tenant, with an address in the tenant's subnet", async () => {
+  it("a worker's guest agent reports its gateway's tenant address, from its config drive", async () => {
     const { host, driver, gateway, workers } = await upFleet();
     const worker = workers[0]!;
     const view = host.instance(worker)!;
@@ -182,13 +182,16 @@ describe('the host with the simulation driver', () => {
 
     const config = JSON.parse(await readFile(path.join(driver.vmDir(worker), 'drives', 'config', 'mvm.json'), 'utf8')) as Record<string, unknown>;
     expect(config).toMatchObject({ tenant_id: TENANT, instance_id: worker, role: 'worker', network: { ipv4: view.network.ipv4 } });
-    // Note: the config drive has no field naming the gateway's address (reported, not asserted).
+    const gatewayEndpoint = { role: 'gateway', instance_id: gateway, ipv4: gatewayIp, ports: { 'gateway-ws': 18789 } };
+    expect(config.depends_on).toEqual([gatewayEndpoint]);
 
     const client = await connectGuestAgent({ udsPath: path.join(driver.vmDir(worker), 'vsock.sock'), port: AGENT_PORT, instanceId: worker, tenantId: TENANT, retry: true, connectDeadlineMs: 5000 });
     try {
       expect(client.hello).toMatchObject({ type: 'hello', instance_id: worker, tenant_id: TENANT, role: 'worker', config_version: 1, config_error: null });
       expect(client.hello.handlers).toContain('ping');
       await client.request('ping', {});
+      const status = await client.request('service-status', {});
+      expect(status.depends_on).toEqual([gatewayEndpoint]);
     } finally {
       client.close();
     }

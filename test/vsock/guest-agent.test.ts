@@ -147,6 +147,7 @@ describe('guest agent: verbs', () => {
     });
     expect(await client.request('service-status', { service: 'openclaw-gateway' })).toEqual({
       services: [{ name: 'openclaw-gateway', state: 'ready', probe: 'tcp', detail: null, program: 'openclaw', ports: [{ name: 'gateway-ws', port, protocol: 'tcp' }] }],
+      depends_on: [], // a gateway depends on nothing; a worker's lists its gateway (test/driver/sim-host.test.ts)
     });
 
     // A pid that no longer runs: a finished child's.
