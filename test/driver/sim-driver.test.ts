@@ -10,6 +10,7 @@ import { readProcStat } from '../../src/driver/sim/proc.ts';
 import { DriverError, type InstanceSpec, type OpContext, type VmExit } from '../../src/driver/vmm-driver.ts';
 import type { ServiceSpec } from '../../src/schemas/role-manifest.ts';
 import { contractSpec, describeDriverContract } from './driver-contract.ts';
+import { killSimRunners } from './kill-sim-runners.ts';
 
 /**
  * The simulation driver against the driver contract and its own promises. VMs are real detached
@@ -23,20 +24,6 @@ function newStateDir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'sim-'));
 }
 
-async function killAll(stateDir: string): Promise<void> {
-  const vms = await readdir(path.join(stateDir, 'vms')).catch(() => [] as string[]);
-  for (const vm of vms) {
-    const text = await readFile(path.join(stateDir, 'vms', vm, 'runner.pid'), 'utf8').catch(() => null);
-    if (!text) continue;
-    const { pid } = JSON.parse(text) as { pid: number };
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
 function makeSimDriver(stateDir = newStateDir()): SimDriver {
   const driver = createSimDriver({ stateDir, clock: systemClock, stopGraceMs: 2000, adoptedPollMs: 100 });
   drivers.push({ driver, stateDir });
@@ -47,7 +34,7 @@ async function cleanupAll(): Promise<void> {
   const all = drivers.splice(0);
   for (const { driver, stateDir } of all) {
     driver.close();
-    await killAll(stateDir);
+    await killSimRunners(stateDir);
   }
   for (const stateDir of new Set(all.map((d) => d.stateDir))) await rm(stateDir, { recursive: true, force: true });
 }

@@ -1,5 +1,5 @@
 import { mkdtempSync } from 'node:fs';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -11,6 +11,8 @@ import { readProcStat } from '../../src/driver/sim/proc.ts';
 import { createSimDriver, type SimDriver } from '../../src/driver/sim/sim-driver.ts';
 import { createHost, type Host } from '../../src/host/host.ts';
 import { connectGuestAgent } from '../../src/vsock/host-client.ts';
+import { killSimRunners } from './kill-sim-runners.ts';
+import { exampleFleet } from '../../src/cli/commands/dev.ts';
 
 /**
  * The host with the simulation driver: every microVM a real detached process, reached over real
@@ -53,25 +55,11 @@ async function newHost(rig: Rig, driver: SimDriver, roles: Catalog): Promise<Hos
   return host;
 }
 
-async function killAll(stateDir: string): Promise<void> {
-  const vms = await readdir(path.join(stateDir, 'vms')).catch(() => [] as string[]);
-  for (const vm of vms) {
-    const text = await readFile(path.join(stateDir, 'vms', vm, 'runner.pid'), 'utf8').catch(() => null);
-    if (!text) continue;
-    const { pid } = JSON.parse(text) as { pid: number };
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
 afterEach(async () => {
   for (const rig of rigs.splice(0)) {
     for (const host of rig.hosts) await host.close().catch(() => undefined);
     for (const driver of rig.drivers) driver.close();
-    await killAll(rig.stateDir);
+    await killSimRunners(rig.stateDir);
     await rm(rig.root, { recursive: true, force: true });
   }
 });
@@ -94,31 +82,7 @@ async function testCatalog(): Promise<Catalog> {
 
 /** exampleFleet(1) of `mvm-actors dev` on its own subnet: a gateway, two workers, a builder. */
 function fleet() {
-  const pool = (pool_id: string, role: string, profile: string, running: number, resources: { vcpus: number; mem_mib: number; data_disk_mib: number }) => ({
-    pool_id,
-    role,
-    profile,
-    revision: { artifacts: `${role}-dev`, config_version: 1, secrets_epoch: 0 },
-    resources,
-    desired_counts: { running, warm: 0, sleeping: 0 },
-  });
-  return {
-    schema_version: 1,
-    node_id: 'sim-host-test',
-    generation: 1,
-    tenants: [
-      {
-        tenant_id: TENANT,
-        tenant_net_id: 231,
-        ipv4_subnet: `${SUBNET_PREFIX}0/24`,
-        pools: [
-          pool('gateway', 'gateway', 'openclaw-gateway', 1, { vcpus: 2, mem_mib: 2048, data_disk_mib: 1024 }),
-          pool('workers', 'worker', 'openclaw-worker', 2, { vcpus: 1, mem_mib: 1024, data_disk_mib: 1024 }),
-          pool('builds', 'builder', 'minimal', 1, { vcpus: 1, mem_mib: 256, data_disk_mib: 512 }),
-        ],
-      },
-    ],
-  };
+  return exampleFleet(1, { firstNetId: 231, subnetBase: [10, 231], nodeId: 'sim-host-test' });
 }
 
 async function until<T>(what: string, probe: () => T | undefined | null | false, timeoutMs = WAIT_MS): Promise<T> {

@@ -18,8 +18,14 @@ export interface DevOptions {
   down: boolean;
 }
 
-/** The example fleet: per tenant a gateway, two workers and a builder job. */
-export function exampleFleet(tenants: number) {
+/**
+ * The example fleet: per tenant a gateway, two workers and a builder job. Tenant i gets net id
+ * `firstNetId + i` and a /24 from `subnetBase` (its third octet counts tenants), so tests can put
+ * a fleet where it collides with nothing else.
+ */
+export function exampleFleet(tenants: number, network: { firstNetId?: number; subnetBase?: [number, number]; nodeId?: string } = {}) {
+  const firstNetId = network.firstNetId ?? 1;
+  const [a, b] = network.subnetBase ?? [10, 200];
   const pool = (pool_id: string, role: string, profile: string, running: number, resources: { vcpus: number; mem_mib: number; data_disk_mib: number }) => ({
     pool_id,
     role,
@@ -30,12 +36,12 @@ export function exampleFleet(tenants: number) {
   });
   return {
     schema_version: 1,
-    node_id: 'dev-laptop',
+    node_id: network.nodeId ?? 'dev-laptop',
     generation: 1,
     tenants: Array.from({ length: tenants }, (_, i) => ({
       tenant_id: `tenant-${i + 1}`,
-      tenant_net_id: i + 1,
-      ipv4_subnet: `10.${200 + Math.floor(i / 256)}.${i % 256}.0/24`,
+      tenant_net_id: firstNetId + i,
+      ipv4_subnet: `${a}.${b + Math.floor(i / 256)}.${i % 256}.0/24`,
       pools: [
         pool('gateway', 'gateway', 'openclaw-gateway', 1, { vcpus: 2, mem_mib: 2048, data_disk_mib: 1024 }),
         pool('workers', 'worker', 'openclaw-worker', 2, { vcpus: 1, mem_mib: 1024, data_disk_mib: 1024 }),
