@@ -39,11 +39,6 @@ function contextOf(system: { get(id: string): AnyActorRef | undefined }): Instan
   return root.getSnapshot().context as InstanceContext;
 }
 
-function errorSummary(error: unknown): string {
-  if (error instanceof DriverError) return `${error.code}: ${error.message}`;
-  return error instanceof Error ? error.message : String(error);
-}
-
 export interface InstanceMachine {
   machine: AnyStateMachine;
   chart: ChartConfig;
@@ -176,7 +171,6 @@ export function createInstanceLogic(effects: InstanceEffects) {
       byOptions.set(optionsKey, entry);
       return entry;
     },
-    errorSummary,
     /** The type of the event that caused the actor's latest transition, if any yet. */
     lastEventOf(actor: object): string | undefined {
       return lastEvents.get(actor);
