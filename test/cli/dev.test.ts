@@ -63,6 +63,7 @@ describe('npm run dev', { timeout: 90_000 }, () => {
     expect(output).toMatch(/^tenant-1-workers-1 +worker +running/m);
     expect(runnersOf(stateDir)).toHaveLength(4);
     expect(output).toMatch(/^simulated services: .*gateway: openclaw-gateway \(openclaw, simulated on :18789\)/m);
+    expect(output).toMatch(/^simulated services: .*worker: openclaw-node \(openclaw, simulated\)/m);
 
     process.kill(-dev.pid!, 'SIGINT');
     await dev;

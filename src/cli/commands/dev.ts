@@ -132,9 +132,11 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
   // Say which services are stand-ins: the real OpenClaw gateway and node host need their own install.
   const simulated = new Set<string>();
   for (const instance of host.instances()) {
-    const services = await driver.simulatedServices(instance.instance_id);
-    for (const service of services?.simulated ?? []) simulated.add(`${instance.role}: ${service.service} (${service.program}, simulated on :${service.port})`);
-    if (services && services.simulated.length === 0) simulated.add(`${instance.role}: no services declared`);
+    const listening = new Map(((await driver.simulatedServices(instance.instance_id))?.simulated ?? []).map((s) => [s.service, s.port]));
+    for (const service of host.catalog.roles.get(instance.role)?.manifest.services ?? []) {
+      const port = listening.get(service.name);
+      simulated.add(`${instance.role}: ${service.name} (${service.program}, simulated${port ? ` on :${port}` : ''})`);
+    }
   }
   output.out(`simulated services: ${[...simulated].sort().join('; ') || 'none'}`);
   output.out('Ctrl-C stops the control plane (the VMs keep running); `mvm-actors dev --down` stops the VMs');
