@@ -2,10 +2,13 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type Level } from 'pino';
 import { systemClock } from '../../common/clock.ts';
+import { ArtifactStore } from '../../bundle/artifact-store.ts';
 import { createFakeDriver } from '../../driver/fake-driver.ts';
+import { createFirecrackerDriver } from '../../driver/firecracker/firecracker-driver.ts';
 import { createSimDriver } from '../../driver/sim/sim-driver.ts';
 import type { VmmDriver } from '../../driver/vmm-driver.ts';
 import { createHost } from '../../host/host.ts';
+import { buildFilesImage, ensureDataImage } from '../../firecracker/drive-images.ts';
 import { createServer } from '../../server/create-server.ts';
 import { loadOrCreateToken, readToken, tokenFileFor } from '../../server/token.ts';
 import { defaultDataDir, serverFileFor } from '../data-dir.ts';
@@ -20,6 +23,10 @@ export interface ServeOptions {
   desired?: string | undefined;
   tokenFile?: string | undefined;
   logLevel: string;
+  /** `--driver firecracker`: the firecracker binary, the jailer (not supported yet) and the artifact store. */
+  firecrackerBin?: string | undefined;
+  jailerBin?: string | undefined;
+  artifactsDir?: string | undefined;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -35,8 +42,19 @@ function parseListen(listen: string): { host: string; port: number } {
  * The VMM driver for `--driver`: `sim` runs each VM as real processes under <data-dir>/sim (they
  * outlive serve); `fake` keeps its in-memory "VMs" in a file, so restarting serve leaves them too.
  */
-export function makeDriver(kind: string, dataDir: string): VmmDriver {
+export function makeDriver(kind: string, dataDir: string, firecracker: Pick<ServeOptions, 'firecrackerBin' | 'jailerBin' | 'artifactsDir'> = {}): VmmDriver {
   if (kind === 'sim') return createSimDriver({ stateDir: path.join(dataDir, 'sim'), clock: systemClock });
+  if (kind === 'firecracker') {
+    if (!firecracker.firecrackerBin) throw new UsageError('--driver firecracker needs --firecracker-bin PATH (the firecracker binary)');
+    if (firecracker.jailerBin) throw new UsageError('--jailer-bin: the Firecracker driver does not run VMs under the jailer yet; leave it out to run firecracker directly');
+    return createFirecrackerDriver({
+      stateDir: path.join(dataDir, 'firecracker'),
+      clock: systemClock,
+      firecrackerBin: path.resolve(firecracker.firecrackerBin),
+      artifacts: new ArtifactStore(path.resolve(firecracker.artifactsDir ?? path.join(dataDir, 'artifacts'))),
+      images: { buildFilesImage, ensureDataImage },
+    });
+  }
   return createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
 }
 
@@ -53,8 +71,8 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
     throw new UsageError(`serve: binding to ${bindHost} exposes the API beyond this machine; give --token-file with a token you chose (mode 0600)`);
   }
   if (!LEVELS.includes(options.logLevel)) throw new UsageError(`--log-level ${options.logLevel}: choose one of ${LEVELS.join(', ')}`);
-  if (options.driver !== 'fake' && options.driver !== 'sim') {
-    throw new UsageError(`--driver ${options.driver}: not available yet (firecracker comes with the Firecracker driver); use --driver sim or fake`);
+  if (options.driver !== 'fake' && options.driver !== 'sim' && options.driver !== 'firecracker') {
+    throw new UsageError(`--driver ${options.driver}: choose firecracker, sim or fake`);
   }
   const dataDir = path.resolve(options.dataDir ?? defaultDataDir());
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -66,7 +84,7 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
     { level: options.logLevel as Level, base: { component: 'mvm-actors' } },
     process.stderr.isTTY ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,component' } }) : pino.destination(2),
   );
-  const driver = makeDriver(options.driver, dataDir);
+  const driver = makeDriver(options.driver, dataDir, options);
   const host = await createHost({ dataDir, driver, logger, clock: systemClock, ...(options.roles ? { roles: options.roles } : {}) });
   if (options.desired) {
     const result = await host.apply(await readJsonFile(options.desired));

@@ -1,0 +1,52 @@
+import { parseArgs } from 'node:util';
+import { FakeFirecracker } from './fake-firecracker.ts';
+
+/**
+ * The fake Firecracker as a process, started in place of the `firecracker` binary:
+ *
+ *   node --import tsx test/firecracker/fake-firecracker-main.ts --api-sock <path> [--call-log <file>] [--no-guest]
+ *
+ * Takes `--api-sock` like Firecracker (and ignores `--id`, `--level`, `--log-path`, which the
+ * driver may pass). Exits 0 on SIGTERM or SIGINT, and 1 after a failed snapshot load, as
+ * Firecracker does.
+ */
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'api-sock': { type: 'string' },
+      'call-log': { type: 'string' },
+      'no-guest': { type: 'boolean' },
+      id: { type: 'string' },
+      level: { type: 'string' },
+      'log-path': { type: 'string' },
+    },
+    strict: true,
+  });
+  const apiSock = values['api-sock'];
+  if (!apiSock) {
+    process.stderr.write('fake-firecracker: --api-sock <path> is required\n');
+    process.exit(2);
+  }
+  let fake: FakeFirecracker | null = null;
+  const exit = (code: number) => {
+    void (fake?.close() ?? Promise.resolve()).finally(() => process.exit(code));
+  };
+  fake = await FakeFirecracker.start({
+    apiSock,
+    guest: values['no-guest'] !== true,
+    ...(values['call-log'] ? { callLog: values['call-log'] } : {}),
+    onFatal: (reason) => {
+      process.stderr.write(`fake-firecracker: snapshot load failed, exiting: ${reason}\n`);
+      exit(1);
+    },
+  });
+  process.stdout.write(`fake-firecracker listening on ${apiSock}\n`);
+  process.once('SIGTERM', () => exit(0));
+  process.once('SIGINT', () => exit(0));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`fake-firecracker: ${(error as Error)?.stack ?? String(error)}\n`);
+  process.exit(1);
+});
