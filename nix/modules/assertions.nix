@@ -55,12 +55,21 @@ let
     ];
     exec = [ "command" ];
     agent = [ ];
+    openclaw-handshake = [
+      "port"
+      "token_secret"
+      "client_role"
+      "scopes"
+    ];
   };
   kindSpecificFields = [
     "port"
     "path"
     "expect_status"
     "command"
+    "token_secret"
+    "client_role"
+    "scopes"
   ];
 
   serviceAssertions = imap0 (

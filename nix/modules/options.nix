@@ -44,6 +44,12 @@ let
     "http"
     "exec"
     "agent"
+    "openclaw-handshake"
+  ];
+
+  configFormats = [
+    "openclaw-gateway"
+    "openclaw-node"
   ];
 
   vsockHandlers = [
@@ -69,7 +75,9 @@ let
           - `tcp`: a TCP connect to `port` succeeds;
           - `http`: an HTTP GET of `path` on `port` answers `expect_status`;
           - `exec`: `command` exits 0;
-          - `agent`: the guest agent reports the service ready (for services without a network endpoint).
+          - `agent`: the guest agent reports the service ready (for services without a network endpoint);
+          - `openclaw-handshake`: OpenClaw's `/readyz` answers 200 on `port`, then a WebSocket `connect`
+            as `client_role` with `scopes` and the token from secret `token_secret` gets `hello-ok`.
 
           Fields that do not belong to the kind must stay `null`; ./assertions.nix checks both directions.
         '';
@@ -99,6 +107,23 @@ let
           "-q"
         ];
         description = "Command (program and arguments, no shell) whose exit status 0 means ready. Required for `exec`, `null` otherwise.";
+      };
+      token_secret = mkOption {
+        type = types.nullOr nonEmptyString;
+        default = null;
+        example = "gateway-token";
+        description = "Secret (from `mvm.role.secrets`) holding the gateway token. Required for `openclaw-handshake`, `null` otherwise.";
+      };
+      client_role = mkOption {
+        type = types.nullOr (types.enum [ "operator" ]);
+        default = null;
+        description = "OpenClaw role the probe connects as. Required for `openclaw-handshake`, `null` otherwise.";
+      };
+      scopes = mkOption {
+        type = types.nullOr (types.listOf nonEmptyString);
+        default = null;
+        example = [ "operator.read" ];
+        description = "OpenClaw operator scopes the probe asks for. Required for `openclaw-handshake`, `null` otherwise.";
       };
       timeout_s = mkOption {
         type = positiveSeconds;
@@ -144,6 +169,25 @@ let
         type = positiveSeconds;
         default = defaults.service.stop_timeout_s;
         description = "Seconds the service gets to stop before it is killed.";
+      };
+      config = mkOption {
+        type = types.nullOr (
+          types.submodule {
+            options = {
+              format = mkOption {
+                type = types.enum configFormats;
+                description = "The generator the control plane renders the file with: `openclaw-gateway` or `openclaw-node`.";
+              };
+              file = mkOption {
+                type = matching "plain file name" "[A-Za-z0-9][A-Za-z0-9._-]*";
+                example = "openclaw.json";
+                description = "File name on the config drive.";
+              };
+            };
+          }
+        );
+        default = null;
+        description = "The generated config file this service reads from the config drive; `null` when it needs none (the key is then left out of the manifest).";
       };
     };
   };
@@ -538,7 +582,14 @@ let
     in
     data
     // {
-      services = map (service: service // { readiness = readinessData service.readiness; }) data.services;
+      # A service without a generated config has no `config` key (the zod field is optional).
+      services = map (
+        service:
+        removeAttrs service (if service.config == null then [ "config" ] else [ ])
+        // {
+          readiness = readinessData service.readiness;
+        }
+      ) data.services;
     };
 in
 {

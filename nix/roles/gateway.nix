@@ -23,14 +23,22 @@ in
         name = "openclaw-gateway";
         description = "The OpenClaw Gateway (HTTP and WebSocket on one port).";
         program = "openclaw";
-        args = [ "gateway" "run" "--bind" "lan" "--auth" "token" ];
+        # Bind address, port and token auth come from the generated openclaw.json (config below).
+        args = [ "gateway" "run" ];
         ports = [ "gateway-ws" ];
-        # /readyz, not /healthz: the gateway answers /healthz ~2.5 s before it accepts connects.
+        # The control plane renders this file onto the config drive from the pool's desired state.
+        config = {
+          format = "openclaw-gateway";
+          file = "openclaw.json";
+        };
+        # OpenClaw's own protocol: /readyz 200 (not /healthz, which is green ~2.5 s before connects
+        # are accepted), then connect with the token and a device identity, expecting hello-ok.
         readiness = {
-          kind = "http";
+          kind = "openclaw-handshake";
           port = "gateway-ws";
-          path = "/readyz";
-          expect_status = 200;
+          token_secret = "gateway-token";
+          client_role = "operator";
+          scopes = [ "operator.read" ];
           timeout_s = 120;
           interval_s = 2;
         };

@@ -16,8 +16,14 @@ in
         name = "openclaw-node";
         description = "OpenClaw node host; dials the tenant gateway over the tenant network.";
         program = "openclaw";
+        # The gateway address, port and the one-time setup code are added at launch from the
+        # config drive (depends_on endpoints) and the secrets drive.
         args = [ "node" "run" ];
         ports = [ ];
+        config = {
+          format = "openclaw-node";
+          file = "openclaw.json";
+        };
         # The node host has no listening port; the guest agent reports it ready once it is
         # connected to the gateway.
         readiness = {

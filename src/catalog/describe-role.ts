@@ -11,6 +11,8 @@ function describeReadiness(r: RoleManifest['services'][number]['readiness'], por
       return `exec ${r.command.join(' ')}`;
     case 'agent':
       return 'reported by the guest agent';
+    case 'openclaw-handshake':
+      return `openclaw /readyz + connect :${port(r.port)} as ${r.client_role} (${r.scopes.join(', ')}) with secret ${r.token_secret} -> hello-ok`;
   }
 }
 

@@ -35,6 +35,18 @@ export const PortSpec = z
   })
   .strict();
 
+/** OpenClaw's closed set of operator scopes (docs/gateway/operator-scopes.md in the package). */
+export const OPENCLAW_OPERATOR_SCOPES = [
+  'operator.read',
+  'operator.write',
+  'operator.admin',
+  'operator.approvals',
+  'operator.questions',
+  'operator.pairing',
+  'operator.talk',
+  'operator.talk.secrets',
+] as const;
+
 const ReadinessTiming = {
   timeout_s: PositiveSeconds.describe('Give up (service not ready) after this long.'),
   interval_s: PositiveSeconds.describe('Probe interval.'),
@@ -56,7 +68,30 @@ export const ReadinessCheck = z.discriminatedUnion('kind', [
     .object({ kind: z.literal('agent'), ...ReadinessTiming })
     .strict()
     .describe('The guest agent reports the service ready (for services without a network endpoint).'),
+  z
+    .object({
+      kind: z.literal('openclaw-handshake'),
+      port: LocalName,
+      token_secret: SecretName.describe('The secret (from `secrets`) holding the gateway token the probe authenticates with.'),
+      client_role: z.enum(['operator']).describe('The OpenClaw role the probe connects as.'),
+      scopes: z.array(z.enum(OPENCLAW_OPERATOR_SCOPES)).describe('Operator scopes the probe asks for.'),
+      ...ReadinessTiming,
+    })
+    .strict()
+    .describe("OpenClaw's own protocol: /readyz answers 200, then a WebSocket connect with the token and a device identity gets hello-ok."),
 ]);
+
+/**
+ * Which generated config file a service reads from the config drive. The control plane renders
+ * it from the pool's desired state and this manifest; `format` names the generator, so no code
+ * ever asks which role it is configuring.
+ */
+export const ServiceConfigSpec = z
+  .object({
+    format: z.enum(['openclaw-gateway', 'openclaw-node']).describe('openclaw-gateway: a tenant gateway\'s openclaw.json; openclaw-node: a node host\'s openclaw.json.'),
+    file: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: 'file must be a plain file name on the config drive, e.g. "openclaw.json"' }),
+  })
+  .strict();
 
 export const ServiceSpec = z
   .object({
@@ -67,6 +102,7 @@ export const ServiceSpec = z
     ports: z.array(LocalName).describe('Names of ports (from `ports`) this service listens on.'),
     readiness: ReadinessCheck,
     stop_timeout_s: PositiveSeconds,
+    config: ServiceConfigSpec.optional().describe('The generated config file this service reads from the config drive; absent when it needs none.'),
   })
   .strict();
 
@@ -198,8 +234,11 @@ export const RoleManifest = z
         if (!portNames.has(port)) problem(['services', i, 'ports', j], `service "${service.name}" names port "${port}", which is not in ports`);
       });
       const r = service.readiness;
-      if ((r.kind === 'tcp' || r.kind === 'http') && !portNames.has(r.port)) {
+      if ((r.kind === 'tcp' || r.kind === 'http' || r.kind === 'openclaw-handshake') && !portNames.has(r.port)) {
         problem(['services', i, 'readiness', 'port'], `readiness check names port "${r.port}", which is not in ports`);
+      }
+      if (r.kind === 'openclaw-handshake' && !role.secrets.some((secret) => secret.name === r.token_secret)) {
+        problem(['services', i, 'readiness', 'token_secret'], `readiness check names secret "${r.token_secret}", which is not in secrets; declare it there so the secrets drive carries it`);
       }
     });
     if (!role.profiles.allowed.includes(role.profiles.default)) {
@@ -242,3 +281,5 @@ export type DriveSpec = z.infer<typeof DriveSpec>;
 export type ServiceSpec = z.infer<typeof ServiceSpec>;
 export type ConnectorSpec = z.infer<typeof ConnectorSpec>;
 export type SecretSpec = z.infer<typeof SecretSpec>;
+export type ReadinessCheck = z.infer<typeof ReadinessCheck>;
+export type ServiceConfigSpec = z.infer<typeof ServiceConfigSpec>;
