@@ -8,6 +8,7 @@ const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'igno
 const needed = [
   { cmd: 'nft', pkg: 'nftables', why: 'the tenant isolation tests apply the generated ruleset' },
   { cmd: 'ip', pkg: 'iproute2', why: 'the isolation tests build network namespaces, bridges and veth pairs' },
+  { cmd: 'ping', pkg: 'iputils-ping', why: 'the isolation tests ping within and across tenants' },
   { cmd: 'mkfs.ext4', pkg: 'e2fsprogs', why: 'drive images are built with mkfs.ext4 -d' },
   { cmd: 'debugfs', pkg: 'e2fsprogs', why: 'the drive image tests read images back without mounting' },
 ];
