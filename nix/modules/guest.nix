@@ -12,6 +12,15 @@
 #
 # The host talks to the guest over vsock only (the guest agent); there is no SSH and no shell
 # service on the network.
+#
+# The guest agent (src/guest/main.ts) runs on Node, which has no AF_VSOCK sockets. So it listens
+# on a Unix socket, `agentSocket` below, and a second unit, mvm-vsock-bridge, listens on the
+# role's vsock port (`mvm.role.vsock.agent_port`) with socat and connects each host connection to
+# that socket: the host's `CONNECT <port>` through Firecracker's vsock device reaches the agent
+# exactly as the simulator's VMM socket delivers it in dev mode. The agent reads everything else
+# (instance, tenant, role, enabled handlers) from the config drive's mvm.json, as in dev mode.
+# Role services record their main pid in `pidDir`, which the agent's probe reads for services
+# without a TCP port.
 {
   config,
   lib,
@@ -22,7 +31,6 @@
 let
   inherit (lib)
     concatMapStringsSep
-    concatStringsSep
     filter
     hasPrefix
     listToAttrs
@@ -59,6 +67,12 @@ let
   drivesNamed = listToAttrs (map (drive: nameValuePair drive.name drive) role.drives);
   dataDrive = drivesNamed.data or null;
   configDir = (drivesNamed.config or { mount = "/etc/mvm-config"; }).mount;
+  secretsDir = (drivesNamed.secrets or { mount = "/run/secrets"; }).mount;
+
+  # The guest agent's runtime files: its Unix socket (bridged to vsock) and the services' pid files.
+  runDir = "/run/mvm";
+  agentSocket = "${runDir}/agent.sock";
+  pidDir = "${runDir}/pids";
   requiredMounts = map (drive: drive.mount) (filter (drive: drive.required) role.drives);
   optionalMounts = map (drive: drive.mount) (filter (drive: !drive.required) role.drives);
 
@@ -87,6 +101,9 @@ let
     };
     serviceConfig = {
       ExecStart = execStart service.program service.args;
+      # For the guest agent's probe of services without a TCP port (--pid-dir).
+      # systemd sets MAINPID for ExecStartPost; "$$" hands the shell a literal "$".
+      ExecStartPost = "${pkgs.runtimeShell} -c 'echo $$MAINPID > ${pidDir}/${service.name}.pid'";
       TimeoutStopSec = service.stop_timeout_s;
       # No systemd restarts: instance restarts are the control plane's (mvm.role.lifecycle),
       # and the guest agent reports a failed service through service-status.
@@ -171,6 +188,12 @@ in
 
   systemd.sockets.nix-daemon.enable = mkDefault false;
 
+  # Created before any service starts; root-only, like the agent.
+  systemd.tmpfiles.rules = [
+    "d ${runDir} 0700 root root -"
+    "d ${pidDir} 0755 root root -"
+  ];
+
   environment.systemPackages = map packageFor profile.packages;
 
   systemd.services = mkMerge [
@@ -179,20 +202,46 @@ in
       # The store is read-only, so there is nothing for a Nix daemon to do.
       nix-daemon.enable = mkDefault false;
 
+      # The flags are those of src/guest/main.ts; the handlers come from mvm.json on the config drive.
       mvm-guest-agent = {
-        description = "mvm guest agent: the host's control channel over vsock";
+        description = "mvm guest agent: the host's control channel (vsock through mvm-vsock-bridge)";
         wantedBy = [ "multi-user.target" ];
-        after = [ "systemd-modules-load.service" ];
+        after = [ "systemd-tmpfiles-setup.service" ];
         # The agent answers ping even when the config drive is missing, so only want it.
-        unitConfig.WantsMountsFor = [ configDir ];
+        unitConfig.WantsMountsFor = [
+          configDir
+          secretsDir
+        ];
         serviceConfig = {
           ExecStart = execStart "mvm-guest-agent" [
-            "--vsock-port"
-            (toString role.vsock.agent_port)
-            "--handlers"
-            (concatStringsSep "," role.vsock.handlers)
+            "--listen"
+            agentSocket
             "--config-dir"
             configDir
+            "--secrets-dir"
+            secretsDir
+            "--pid-dir"
+            pidDir
+          ];
+          Restart = "always";
+          RestartSec = 1;
+        };
+      };
+
+      # AF_VSOCK for the agent: one socat child per host connection, piped to the agent's socket.
+      mvm-vsock-bridge = {
+        description = "vsock port ${toString role.vsock.agent_port} to the mvm guest agent's Unix socket";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "mvm-guest-agent.service" ];
+        after = [
+          "systemd-modules-load.service"
+          "mvm-guest-agent.service"
+        ];
+        serviceConfig = {
+          ExecStart = utils.escapeSystemdExecArgs [
+            "${pkgs.socat}/bin/socat"
+            "VSOCK-LISTEN:${toString role.vsock.agent_port},fork,reuseaddr"
+            "UNIX-CONNECT:${agentSocket}"
           ];
           Restart = "always";
           RestartSec = 1;

@@ -8,7 +8,12 @@ import { parseListenTarget, transportFor } from './transport.ts';
 import { fileJobStatus, noWork, simulatedWork } from './work.ts';
 
 /**
- * mvm-guest-agent: node --import tsx src/guest/main.ts --config /etc/mvm-config/mvm.json --listen <path|port>
+ * mvm-guest-agent: node --import tsx src/guest/main.ts --config /etc/mvm-config/mvm.json --listen <path>
+ *
+ * In a real guest, nix/modules/guest.nix starts it as the mvm-guest-agent unit with `--listen
+ * /run/mvm/agent.sock --config-dir <config drive> --secrets-dir <secrets drive> --pid-dir
+ * /run/mvm/pids`, and the mvm-vsock-bridge unit (socat) carries the role's vsock port to that
+ * socket (test/driver/sim-guest-module.test.ts checks that the two agree).
  *
  * Exits 2 on bad usage, 1 when it cannot listen, 0 on SIGTERM or SIGINT. Prints one line,
  * `mvm-guest-agent listening on <address>`, on stdout once it accepts connections; logs go to stderr.

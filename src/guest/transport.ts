@@ -3,10 +3,12 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 /**
- * Where the agent listens for the host. In a real guest that is AF_VSOCK on the role's agent port;
- * Node has no AF_VSOCK sockets, so that transport is left to slot in behind this interface (a
- * native binding or a socat-style bridge). The simulator gives each guest a Unix socket instead,
- * and its fake VMM forwards the host's `CONNECT <port>` connections to it.
+ * Where the agent listens for the host: always a Unix socket. Node has no AF_VSOCK sockets, so in a
+ * real guest the NixOS module (nix/modules/guest.nix) runs the agent with `--listen /run/mvm/agent.sock`
+ * next to a socat unit (mvm-vsock-bridge) that listens on the role's vsock agent port and pipes each
+ * host connection to that socket. In dev mode the simulator's VMM socket (vmm-socket.ts) does the
+ * same for the host's `CONNECT <port>`. A native AF_VSOCK transport could slot in behind this
+ * interface later; until then a numeric `--listen` is refused with that explanation.
  */
 export interface GuestListener {
   /** Printable address, e.g. `unix:/run/mvm/agent.sock`. */
@@ -36,7 +38,7 @@ export function parseListenTarget(value: string): ListenTarget {
 
 export function transportFor(target: ListenTarget): GuestTransport {
   if (target.kind === 'unix') return unixSocketTransport(target.path);
-  throw new Error(`AF_VSOCK (port ${target.port}) is not available in this build of the agent; listen on a Unix socket path instead`);
+  throw new Error(`AF_VSOCK (port ${target.port}) is not available in this build of the agent (Node has no vsock sockets); listen on a Unix socket path and bridge vsock to it, as nix/modules/guest.nix does with socat`);
 }
 
 /** Removes a leftover socket file from an earlier run, but never a live socket or any other file. */

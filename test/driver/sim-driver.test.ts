@@ -53,11 +53,18 @@ async function readTree(dir: string): Promise<Record<string, string> | undefined
   return out;
 }
 
+/** The contract's spec with a tap name as the host derives it (mv<tenant_net_id>-<n>), which per-tenant uids need. */
+function simContractSpec(instanceId: string): InstanceSpec {
+  const spec = contractSpec(instanceId);
+  return { ...spec, network: { ...spec.network, tap: 'mv4001-2' } };
+}
+
 describeDriverContract('the simulation driver', () => {
   const driver = makeSimDriver();
   return {
     driver,
     clock: systemClock,
+    spec: simContractSpec,
     readDrive: (id, drive) => readTree(path.join(driver.vmDir(id), 'drives', drive)),
     cleanup: cleanupAll,
   };
@@ -77,9 +84,12 @@ const gateway: ServiceSpec = {
   stop_timeout_s: 10,
 };
 
+/** Tenant network ids of the tenants these tests use (their uids, as root, are 90000 + id). */
+const NET_IDS: Record<string, number> = { acme: 4001, globex: 4002 };
+
 /** A spec whose config drive holds a real mvm.json: a gateway on TCP 18789, drain and post-restore enabled. */
 function tenantSpec(instanceId: string, tenantId: string, ipv4: string): InstanceSpec {
-  const base = contractSpec(instanceId);
+  const base = simContractSpec(instanceId);
   const handlers = ['ping', 'readiness', 'drain', 'post-restore'];
   const mvm = {
     schema_version: 1,
@@ -95,7 +105,7 @@ function tenantSpec(instanceId: string, tenantId: string, ipv4: string): Instanc
   return {
     ...base,
     tenant_id: tenantId,
-    network: { ...base.network, ipv4 },
+    network: { ...base.network, ipv4, tap: `mv${NET_IDS[tenantId] ?? 4003}-${ipv4.split('.')[3]}` },
     vsock: { agent_port: 5000, handlers },
     drives: base.drives.map((d) => (d.name === 'config' ? { ...d, files: { 'mvm.json': JSON.stringify(mvm) } } : d)),
   };
@@ -154,14 +164,34 @@ describe('the simulation driver', () => {
     expect(await readFile(path.join(dataDir, 'marker.txt'), 'utf8')).toBe('first');
   });
 
-  it('lays drives out with the design modes: secrets 0700/0600, config read-only', async () => {
+  it('lays drives out with the design modes: secrets 0700/0600, config read-only; as root, owned by the tenant uid', async () => {
     const driver = makeSimDriver();
     const spec = tenantSpec('acme-modes', 'acme', '10.203.0.2');
     await up(driver, spec);
     const drives = path.join(driver.vmDir('acme-modes'), 'drives');
-    expect((await stat(path.join(drives, 'secrets'))).mode & 0o777).toBe(0o700);
-    expect((await stat(path.join(drives, 'secrets', 'token'))).mode & 0o777).toBe(0o600);
-    expect((await stat(path.join(drives, 'config', 'mvm.json'))).mode & 0o777).toBe(0o444);
+    const owner = async (file: string) => {
+      const s = await stat(path.join(drives, file));
+      return { uid: s.uid, gid: s.gid, mode: s.mode & 0o777 };
+    };
+    if (process.getuid!() === 0) {
+      // Per-tenant uids are on by default as root: acme's tenant_net_id 4001 -> uid and gid 94001.
+      expect(driver.isolation).toEqual({ uidBase: 90_000 });
+      const tenant = 94_001;
+      expect(await owner('data')).toEqual({ uid: tenant, gid: tenant, mode: 0o700 });
+      expect(await owner('data/marker.txt')).toMatchObject({ uid: tenant, gid: tenant });
+      expect(await owner('secrets')).toEqual({ uid: tenant, gid: tenant, mode: 0o700 });
+      expect(await owner('secrets/token')).toEqual({ uid: tenant, gid: tenant, mode: 0o600 });
+      // Config: root's, readable by the tenant's group only, writable by nobody but root.
+      expect(await owner('config')).toEqual({ uid: 0, gid: tenant, mode: 0o750 });
+      expect(await owner('config/mvm.json')).toEqual({ uid: 0, gid: tenant, mode: 0o440 });
+      expect((await stat(driver.vmDir('acme-modes'))).mode & 0o777).toBe(0o711);
+    } else {
+      // Without root nothing can change owner: everything is this user's, separated by paths.
+      expect(driver.isolation).toBeNull();
+      expect(await owner('secrets')).toMatchObject({ uid: process.getuid!(), mode: 0o700 });
+      expect(await owner('secrets/token')).toMatchObject({ mode: 0o600 });
+      expect(await owner('config/mvm.json')).toMatchObject({ mode: 0o444 });
+    }
   });
 
   it('warm: pause keeps the same process stopped, resume lets it continue', async () => {

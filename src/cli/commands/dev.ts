@@ -2,7 +2,8 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { holdProcessOpen, systemClock } from '../../common/clock.ts';
-import { createSimDriver } from '../../driver/sim/sim-driver.ts';
+import { findLoopbackConflicts } from '../../driver/sim/loopback-conflicts.ts';
+import { createSimDriver, type SimDriver } from '../../driver/sim/sim-driver.ts';
 import { createHost, type Host } from '../../host/host.ts';
 import { createServer } from '../../server/create-server.ts';
 import { loadOrCreateToken, tokenFileFor } from '../../server/token.ts';
@@ -51,6 +52,38 @@ export function exampleFleet(tenants: number, network: { firstNetId?: number; su
   };
 }
 
+/** The tenants' subnets as the document gives them (it is validated later, by apply). */
+function tenantSubnets(document: unknown): { tenant_id: string; ipv4_subnet: string }[] {
+  const tenants = (document as { tenants?: unknown } | null)?.tenants;
+  if (!Array.isArray(tenants)) return [];
+  return tenants.filter((t): t is { tenant_id: string; ipv4_subnet: string } => typeof t?.tenant_id === 'string' && typeof t?.ipv4_subnet === 'string');
+}
+
+/**
+ * Simulated services listen on 127.a.b.c for tenant address 10.a.b.c, so two fleets on one
+ * machine with the same subnets collide. Refuse before starting anything, naming the other fleet.
+ */
+function loopbackCollision(stateDir: string, document: unknown): string | null {
+  const conflicts = findLoopbackConflicts(path.join(stateDir, 'sim'), tenantSubnets(document));
+  if (conflicts.length === 0) return null;
+  const lines = [...new Map(conflicts.map((c) => [c.tenant_id, c])).values()].map((c) => {
+    const otherStateDir = path.dirname(path.dirname(path.dirname(c.vm_dir)));
+    return `  ✖ ${c.tenant_id}: tenants[].ipv4_subnet ${c.ipv4_subnet} maps to loopback addresses another simulated fleet uses (${c.loopback}, VM ${path.basename(c.vm_dir)} of state dir ${otherStateDir})`;
+  });
+  const others = [...new Set(conflicts.map((c) => path.dirname(path.dirname(path.dirname(c.vm_dir)))))];
+  return [
+    'two simulated fleets on one machine need different tenant subnets (10.a.b.c listens on 127.a.b.c):',
+    ...lines,
+    `fix: stop the other fleet (${others.map((d) => `mvm-actors dev --down --state-dir ${d}`).join('; ')}), or run this one with --desired FILE giving other tenants[].ipv4_subnet values`,
+  ].join('\n');
+}
+
+/** One line on how tenants are kept apart on this machine. */
+function isolationLine(driver: SimDriver): string {
+  if (driver.isolation) return `tenant isolation: each tenant's VMs run as uid and gid ${driver.isolation.uidBase} + tenant_net_id, owning their data and secrets drives (0700); config drives are read-only to them`;
+  return `tenant isolation: paths only (not running as root): every simulated VM runs as uid ${process.getuid?.() ?? '?'}, tenants' drives are separate directories, not separate owners`;
+}
+
 const SETTLED = new Set(['running', 'warm', 'sleeping', 'refused', 'failed', 'stopped', 'destroyed']);
 
 function summary(host: Host): { total: number; settled: number; byStatus: Record<string, number> } {
@@ -87,9 +120,15 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
     return EXIT.ok;
   }
 
+  const document = options.desired ? await readJsonFile(options.desired) : exampleFleet(options.tenants);
+  const collision = loopbackCollision(stateDir, document);
+  if (collision) {
+    driver.close();
+    output.err(collision);
+    return EXIT.invalid;
+  }
   const logger = pino({ level: 'warn' }, pino.destination(2));
   const host = await createHost({ dataDir: stateDir, driver, logger, clock: systemClock });
-  const document = options.desired ? await readJsonFile(options.desired) : exampleFleet(options.tenants);
   const result = await host.apply(document);
   if (!result.applied && !result.refusal?.startsWith('stale-generation')) {
     await host.close();
@@ -139,6 +178,7 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
     }
   }
   output.out(`simulated services: ${[...simulated].sort().join('; ') || 'none'}`);
+  output.out(isolationLine(driver));
   output.out('Ctrl-C stops the control plane (the VMs keep running); `mvm-actors dev --down` stops the VMs');
 
   return new Promise<number>((resolve) => {

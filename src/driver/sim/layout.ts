@@ -55,6 +55,12 @@ export interface RunnerConfig {
   config_dir: string;
   secrets_dir: string;
   secrets_epoch: number;
+  /**
+   * The tenant's uid and gid (src/driver/sim/tenant-identity.ts): the runner sets up its sockets
+   * as root, then drops to them before it reads a drive or starts a service. null: it keeps the
+   * driver's user (no root, or isolation off).
+   */
+  identity: { uid: number; gid: number } | null;
 }
 
 /** 10.200.0.2 -> 127.200.0.2: one loopback address per VM, so tenants' services may share a port. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -12,6 +12,7 @@ import { connectGuestAgent, type VsockHostClient } from '../../vsock/host-client
 import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
 import { type RunnerConfig, type VmLayout, loopbackFor, vmLayout } from './layout.ts';
 import { type PidRecord, isStopped, liveProcess, readProcStat, signalGroup } from './proc.ts';
+import { type TenantIdentity, type TenantIsolation, type TenantIsolationOption, resolveIsolation, tenantIdentity } from './tenant-identity.ts';
 
 /**
  * The dev-mode simulation driver (issue 5, section 1). Each microVM is a real, detached process
@@ -22,6 +23,12 @@ import { type PidRecord, isStopped, liveProcess, readProcStat, signalGroup } fro
  *
  * Every call checks its signal and deadline first and makes one attempt; waits poll with the
  * injected clock, so give it a real clock (systemClock) when VMs are real processes.
+ *
+ * Tenant isolation (tenant-identity.ts): as root, each tenant's VM processes run under the uid and
+ * gid `isolation.uidBase + tenant_net_id`. Its VM directory and `drives/` are root's, mode 0711
+ * (no listing); `data` and `secrets` are the tenant's, mode 0700 (secret files 0600); `config` is
+ * root's with the tenant's group, 0750 and files 0440, so the guest reads it and cannot change
+ * it. Without root, every VM runs as the driver's user and only paths separate tenants.
  */
 
 export interface SimDriverOptions {
@@ -34,6 +41,11 @@ export interface SimDriverOptions {
   adoptedPollMs?: number;
   /** The Node binary that runs the VM runner. */
   nodePath?: string;
+  /**
+   * Per-tenant uids (default when running as root, base 90000) or `false`: every VM runs as this
+   * process's user. Asking for uids without root throws.
+   */
+  isolation?: TenantIsolationOption;
 }
 
 const RUNNER = fileURLToPath(new URL('./vm-runner.ts', import.meta.url));
@@ -58,6 +70,8 @@ export class SimDriver implements VmmDriver {
   readonly #stopGraceMs: number;
   readonly #adoptedPollMs: number;
   readonly #nodePath: string;
+  /** Per-tenant uids, or null: paths only (see tenant-identity.ts). */
+  readonly isolation: TenantIsolation | null;
   readonly #tracked = new Map<string, Tracked>();
   readonly #listeners = new Set<(exit: VmExit) => void>();
   #pollTimer: unknown = null;
@@ -71,6 +85,7 @@ export class SimDriver implements VmmDriver {
     this.#stopGraceMs = options.stopGraceMs ?? 3000;
     this.#adoptedPollMs = options.adoptedPollMs ?? 1000;
     this.#nodePath = options.nodePath ?? process.execPath;
+    this.isolation = resolveIsolation(options.isolation);
   }
 
   // --- the port ---
@@ -78,7 +93,13 @@ export class SimDriver implements VmmDriver {
   prepareDrives(spec: InstanceSpec, ctx: OpContext): Promise<void> {
     return this.#op('prepareDrives', spec.instance_id, ctx, async (layout, check) => {
       const names = spec.drives.map((d) => this.#driveName('prepareDrives', spec.instance_id, d.name));
+      const identity = this.#identityOf('prepareDrives', spec);
       await mkdir(layout.drives, { recursive: true, mode: 0o755 });
+      if (identity) {
+        // Other tenants may pass through to their own VMs' directories but list nothing here.
+        await chmod(layout.dir, 0o711);
+        await chmod(layout.drives, 0o711);
+      }
       for (const [i, drive] of spec.drives.entries()) {
         check();
         const dir = layout.drive(names[i]!);
@@ -86,17 +107,21 @@ export class SimDriver implements VmmDriver {
           case 'persistent':
           case 'disposable':
             // Created once with its initial files; what the guest wrote since is kept.
-            if (!(await exists(dir))) await writeDrive(dir, drive.files, { dirMode: 0o755, fileMode: 0o644 });
+            if (!(await exists(dir))) await writeDrive(dir, drive.files, { dirMode: identity ? 0o700 : 0o755, fileMode: 0o644 });
+            if (identity) await ownTree(dir, identity.uid, identity.gid, 0o700);
             break;
           case 'ephemeral':
             // Secrets: this boot's contents only, readable by the VM's user only.
             await rm(dir, { recursive: true, force: true });
             await writeDrive(dir, drive.files, { dirMode: 0o700, fileMode: 0o600 });
+            if (identity) await ownTree(dir, identity.uid, identity.gid, 0o700);
             break;
           case 'versioned':
-            // Config: replaced as a whole, files read-only.
+            // Config: replaced as a whole, files read-only; with a tenant identity, root's files
+            // the tenant's group may read, so the guest cannot change them either.
             await rm(dir, { recursive: true, force: true });
-            await writeDrive(dir, drive.files, { dirMode: 0o755, fileMode: 0o444 });
+            await writeDrive(dir, drive.files, identity ? { dirMode: 0o750, fileMode: 0o440 } : { dirMode: 0o755, fileMode: 0o444 });
+            if (identity) await ownTree(dir, 0, identity.gid, 0o750);
             break;
         }
       }
@@ -293,6 +318,16 @@ export class SimDriver implements VmmDriver {
     return vmLayout(dir);
   }
 
+  /** The tenant's uid and gid when isolating, else null. */
+  #identityOf(op: DriverOp, spec: InstanceSpec): TenantIdentity | null {
+    if (!this.isolation) return null;
+    try {
+      return tenantIdentity(this.isolation, spec.tenant_id, spec.network.tap);
+    } catch (error) {
+      throw new DriverError(op, spec.instance_id, 'tenant-identity', (error as Error).message, false);
+    }
+  }
+
   #driveName(op: DriverOp, instanceId: string, name: string): string {
     if (!LocalName.safeParse(name).success) throw new DriverError(op, instanceId, 'bad-drive', `not a valid drive name: ${JSON.stringify(name)}`, false);
     return name;
@@ -374,11 +409,13 @@ export class SimDriver implements VmmDriver {
         config_dir: layout.drive(mountOf('/etc/mvm-config') ?? 'config'),
         secrets_dir: layout.drive(mountOf('/run/secrets') ?? 'secrets'),
         secrets_epoch: spec.revision.secrets_epoch,
+        identity: this.#identityOf(op, spec),
       };
       await writeAtomic(layout.runnerFile, `${JSON.stringify(runner, null, 2)}\n`);
       await rm(layout.readyFile, { force: true });
-      const out = openSync(layout.stdoutLog, 'a');
-      const err = openSync(layout.stderrLog, 'a');
+      // The host's logs of the VM: not for other tenants' eyes.
+      const out = openSync(layout.stdoutLog, 'a', 0o600);
+      const err = openSync(layout.stderrLog, 'a', 0o600);
       const spawn = () =>
         execa(this.#nodePath, ['--import', 'tsx', RUNNER, layout.dir], {
           cwd: PACKAGE_ROOT,
@@ -412,7 +449,7 @@ export class SimDriver implements VmmDriver {
     }
     const started = record;
     await this.#waitFor(check, async () => {
-      if (!liveProcess(started)) throw new DriverError(op, id, 'vm-exited', `the VM runner exited while starting; see ${layout.stderrLog}`, true);
+      if (!liveProcess(started)) throw new DriverError(op, id, 'vm-exited', `the VM runner exited while starting${await runnerFailure(layout)}; see ${layout.stderrLog}`, true);
       return readFile(layout.readyFile, 'utf8').then(
         (text) => Number(text.trim()) === started.pid,
         () => false,
@@ -518,6 +555,33 @@ async function writeDrive(dir: string, files: Record<string, string>, modes: { d
     await writeFile(target, content, { mode: 0o600 });
     await chmod(target, modes.fileMode);
   }
+}
+
+/**
+ * Gives a drive to its owner: the top directory with `dirMode`, everything below (what the host
+ * wrote, or a drive from a run without isolation) chowned too. Symbolic links the guest made are
+ * chowned themselves and never followed.
+ */
+async function ownTree(dir: string, uid: number, gid: number, dirMode: number): Promise<void> {
+  const top = await stat(dir);
+  await chmod(dir, dirMode);
+  if (top.uid === uid && top.gid === gid) return;
+  const walk = async (at: string): Promise<void> => {
+    await lchown(at, uid, gid);
+    for (const entry of await readdir(at, { withFileTypes: true })) {
+      const child = path.join(at, entry.name);
+      if (entry.isDirectory()) await walk(child);
+      else await lchown(child, uid, gid);
+    }
+  };
+  await walk(dir);
+}
+
+/** The runner's own last words (`vm-runner: <error>`) from its stderr log, for the boot error. */
+async function runnerFailure(layout: VmLayout): Promise<string> {
+  const text = await readFile(layout.stderrLog, 'utf8').catch(() => '');
+  const line = text.split('\n').findLast((l) => l.startsWith('vm-runner: '));
+  return line ? `: ${line.slice('vm-runner: '.length)}` : '';
 }
 
 function readPidRecord(layout: VmLayout): PidRecord | null {

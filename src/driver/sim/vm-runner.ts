@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pino } from 'pino';
 import { systemClock } from '../../common/clock.ts';
@@ -8,21 +7,28 @@ import { loadGuestConfig } from '../../guest/config.ts';
 import { GuestAgent } from '../../guest/guest-agent.ts';
 import { defaultServiceProbe } from '../../guest/service-probe.ts';
 import { unixSocketTransport } from '../../guest/transport.ts';
-import { type RunnerConfig, vmLayout } from './layout.ts';
+import { type RunnerConfig, type VmLayout, vmLayout } from './layout.ts';
+import { type LaunchedService, type ServiceLauncher, simulatedServiceLauncher } from './service-launcher.ts';
 import { VmmSocket } from './vmm-socket.ts';
 
 /**
  * One simulated microVM: node --import tsx src/driver/sim/vm-runner.ts <vmDir>
  *
  * Started detached by the simulation driver (sim-driver.ts). It runs, in this one process:
- * - the guest agent, reading the config drive's mvm.json and the secrets drive, listening on a
- *   Unix socket inside the VM directory;
  * - Firecracker's vsock device, host side: `<vmDir>/vsock.sock` with the `CONNECT <port>` handshake,
  *   forwarding the agent's port to the agent;
- * - each service the config drive declares, as a SIMULATED service (the real program is not
- *   installed): it listens on the service's TCP ports on this VM's own loopback address and
- *   answers with one line naming itself; `<run>/pids/<service>.pid` holds this process's pid.
+ * - the guest agent, reading the config drive's mvm.json and the secrets drive, listening on a
+ *   Unix socket inside the VM's run directory;
+ * - each service the config drive declares, started by a ServiceLauncher (service-launcher.ts):
+ *   today always the SIMULATED stand-in; `<run>/pids/<service>.pid` holds its pid.
  * When everything listens it writes `<run>/ready`. SIGTERM closes everything and exits 0.
+ *
+ * Like Firecracker's jailer, it starts as the driver's user, sets up what needs that user (the
+ * vsock socket in the root-owned VM directory, the run directory), then, when the runner config
+ * names a tenant identity, drops to that uid and gid for good before it reads a drive or starts a
+ * service: the guest side of the VM only ever holds its tenant's rights. It first changes into
+ * the VM directory and from then on uses paths relative to it, so the tenant needs no right on
+ * the directories above (a state dir under /root, say); this is its chroot without a chroot.
  */
 
 async function main(): Promise<void> {
@@ -31,69 +37,100 @@ async function main(): Promise<void> {
     process.stderr.write('usage: vm-runner <vmDir>\n');
     process.exit(2);
   }
-  const layout = vmLayout(path.resolve(vmDir));
-  const config = JSON.parse(readFileSync(layout.runnerFile, 'utf8')) as RunnerConfig;
+  const absolute = vmLayout(path.resolve(vmDir));
+  const config = JSON.parse(readFileSync(absolute.runnerFile, 'utf8')) as RunnerConfig;
+  process.chdir(absolute.dir);
+  const layout = vmLayout('.');
+  const configDir = insideVm(absolute.dir, config.config_dir);
+  const secretsDir = insideVm(absolute.dir, config.secrets_dir);
   const log = pino({ name: 'mvm-sim-vm', base: { pid: process.pid, instance_id: config.instance_id } }, pino.destination(2));
 
-  await rm(layout.runDir, { recursive: true, force: true });
-  await mkdir(layout.pidDir, { recursive: true });
+  // --- as the driver's user ---
+  await prepareRunDir(layout, config.identity);
+  const vmm = await VmmSocket.start({ udsPath: layout.vsockSocket, guestPorts: { [config.agent_port]: layout.agentSocket } });
+  if (config.identity) dropPrivileges(config.identity);
 
-  const configPath = path.join(config.config_dir, 'mvm.json');
+  // --- as the tenant ---
+  const configPath = path.join(configDir, 'mvm.json');
   const agent = await GuestAgent.start({
     configPath,
-    secretsDir: config.secrets_dir,
+    secretsDir,
     secretsEpoch: config.secrets_epoch,
     clock: systemClock,
     log,
     probe: defaultServiceProbe({ clock: systemClock, pidDir: layout.pidDir, host: config.loopback }),
   });
   const listener = await unixSocketTransport(layout.agentSocket).listen((stream) => agent.handleConnection(stream));
-  const vmm = await VmmSocket.start({ udsPath: layout.vsockSocket, guestPorts: { [config.agent_port]: layout.agentSocket } });
+  const services = await startServices(simulatedServiceLauncher, configPath, layout, config, log);
 
-  const servers: net.Server[] = [];
-  const simulated: { service: string; program: string; address: string; port: number; port_name: string }[] = [];
-  const guestConfig = await loadGuestConfig(configPath);
-  if (guestConfig.ok) {
-    for (const service of guestConfig.config.services) {
-      for (const portName of service.ports) {
-        const port = guestConfig.config.ports.find((p) => p.name === portName);
-        if (!port || port.protocol !== 'tcp') continue;
-        const banner = `simulated ${service.name} (${service.program} is not installed) on ${config.instance_id}\n`;
-        const server = net.createServer((socket) => {
-          socket.on('error', () => {});
-          socket.end(banner);
-        });
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ host: config.loopback, port: port.port, exclusive: true }, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-        servers.push(server);
-        simulated.push({ service: service.name, program: service.program, address: config.loopback, port: port.port, port_name: port.name });
-        process.stdout.write(`SIMULATED service ${service.name} listening on ${config.loopback}:${port.port}\n`);
-      }
-      await writeFile(path.join(layout.pidDir, `${service.name}.pid`), `${process.pid}\n`);
-    }
-  } else {
-    log.warn({ error: guestConfig.error }, 'no usable mvm.json on the config drive: no services to simulate');
-  }
+  const simulated = services.flatMap(({ name, program, launched }) =>
+    launched.simulated ? launched.listening.map((l) => ({ service: name, program, address: l.address, port: l.port, port_name: l.port_name })) : [],
+  );
   await writeFile(layout.servicesFile, `${JSON.stringify({ loopback: config.loopback, simulated }, null, 2)}\n`);
   await writeFile(layout.readyFile, `${process.pid}\n`);
-  process.stdout.write(`sim vm ${config.instance_id} ready: agent on ${listener.address}, vsock ${layout.vsockSocket}\n`);
+  process.stdout.write(`sim vm ${config.instance_id} ready: agent on ${listener.address}, vsock ${absolute.vsockSocket}${config.identity ? `, uid ${config.identity.uid}` : ''}\n`);
 
   let stopping = false;
   const stop = () => {
     if (stopping) return;
     stopping = true;
     agent.closeConnections();
-    void Promise.allSettled([listener.close(), vmm.close(), ...servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))])
+    void Promise.allSettled([listener.close(), vmm.close(), ...services.map((s) => s.launched.stop())])
       .then(() => rm(layout.readyFile, { force: true }))
       .finally(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/** A drive directory from runner.json, relative to the VM directory (the driver puts them all there). */
+function insideVm(vmDir: string, dir: string): string {
+  const relative = path.relative(vmDir, dir);
+  if (relative === '' || relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`runner.json: ${dir} is not inside the VM directory ${vmDir}`);
+  return relative;
+}
+
+/** A fresh run directory (nothing from an earlier life of this VM), owned by the tenant. */
+async function prepareRunDir(layout: VmLayout, identity: RunnerConfig['identity']): Promise<void> {
+  await rm(layout.runDir, { recursive: true, force: true });
+  await mkdir(layout.pidDir, { recursive: true, mode: 0o700 });
+  if (identity) {
+    await chown(layout.runDir, identity.uid, identity.gid);
+    await chown(layout.pidDir, identity.uid, identity.gid);
+  }
+}
+
+/** Supplementary groups first (they need root), then the gid, then the uid: no way back. */
+function dropPrivileges(identity: { uid: number; gid: number }): void {
+  process.setgroups?.([identity.gid]);
+  process.setgid?.(identity.gid);
+  process.setuid?.(identity.uid);
+  if (process.getuid?.() !== identity.uid || process.getgid?.() !== identity.gid) throw new Error(`could not drop to uid ${identity.uid} gid ${identity.gid}`);
+}
+
+interface StartedService {
+  name: string;
+  program: string;
+  launched: LaunchedService;
+}
+
+/** Starts every service the config drive declares, in order, and writes each one's pid file. */
+async function startServices(launcher: ServiceLauncher, configPath: string, layout: VmLayout, config: RunnerConfig, log: pino.Logger): Promise<StartedService[]> {
+  const guestConfig = await loadGuestConfig(configPath);
+  if (!guestConfig.ok) {
+    log.warn({ error: guestConfig.error }, 'no usable mvm.json on the config drive: no services to start');
+    return [];
+  }
+  const started: StartedService[] = [];
+  for (const service of guestConfig.config.services) {
+    const launched = await launcher.launch(service, { instanceId: config.instance_id, loopback: config.loopback, ports: guestConfig.config.ports });
+    started.push({ name: service.name, program: service.program, launched });
+    await writeFile(path.join(layout.pidDir, `${service.name}.pid`), `${launched.pid}\n`);
+    for (const l of launched.listening) {
+      process.stdout.write(`${launched.simulated ? 'SIMULATED' : 'started'} service ${service.name} listening on ${l.address}:${l.port}\n`);
+    }
+  }
+  return started;
 }
 
 main().catch((error: unknown) => {
