@@ -10,3 +10,4 @@ export * from './check-chart-vocabulary.ts';
 export * from './instance-context.ts';
 export * from './tenant-supervisor.ts';
 export * from './render-chart.ts';
+export * from './root-only-events.ts';

@@ -6,7 +6,8 @@ import type { ActorKind } from './records.ts';
  *
  * | named DB              | key                         | value                                   | written by                          |
  * |-----------------------|-----------------------------|-----------------------------------------|-------------------------------------|
- * | `snapshots`           | `[kind, id]`                | PersistedActor                          | putSnapshot, deleteSnapshot         |
+ * | `snapshots`           | `[kind, id]`                | StoredSnapshot (v2) or PersistedActor (v1) | putSnapshot(Later), deleteSnapshot |
+ * | `snapshot_bases`      | `[kind, id]`                | SnapshotBase: the context fields v2 records leave out | with the record that starts it; deleteSnapshot |
  * | `journal`             | `seq` (number)              | JournalEntry                            | appendJournal, trimJournal          |
  * | `journal_by_instance` | `[instance_id, seq]`        | `null` (index only; the entry is in `journal`) | appendJournal, trimJournal   |
  * | `meta`                | `['meta', key]`             | caller's JSON value, e.g. MetaRecord under `desired_state` | putMeta          |
@@ -21,6 +22,7 @@ export type StoreKey = string | number | (string | number | Uint8Array)[];
 
 export const DB = {
   snapshots: 'snapshots',
+  snapshotBases: 'snapshot_bases',
   journal: 'journal',
   journalByInstance: 'journal_by_instance',
   meta: 'meta',
@@ -35,6 +37,7 @@ export type DbName = (typeof DB)[keyof typeof DB];
  */
 export const DB_OPTIONS: Record<DbName, Record<string, unknown>> = {
   snapshots: { useRecords: false, mapsAsObjects: true },
+  snapshot_bases: { useRecords: false, mapsAsObjects: true },
   journal: { useRecords: false, mapsAsObjects: true },
   journal_by_instance: {},
   meta: {},

@@ -24,11 +24,17 @@ import {
   parseNewJournalEntry,
   parsePersistedActor,
   parsePersistedActorEnvelope,
+  parseSnapshotBase,
+  parseStoredSnapshot,
   type ActorKind,
   type JournalEntry,
   type NewJournalEntry,
+  type ParseResult,
   type PersistedActor,
+  type SnapshotBase,
+  type StoredSnapshot,
 } from './records.ts';
+import { mergeWithBase, SnapshotBases, unsupportedVersion } from './snapshot-bases.ts';
 
 /**
  * The host's LMDB store: actor snapshots, the event journal and a little metadata. This is the
@@ -62,8 +68,9 @@ export interface StoreOptions {
   /** A stored record that cannot be decoded or fails validation; it is skipped. */
   onCorruptRecord?: (ref: CorruptRecordRef, issues: Issue[]) => void;
   /**
-   * A batch failed to commit (nothing of it was written). The store then refuses to confirm
-   * durability: every later `flush()` rejects with this error until the store is reopened.
+   * A batch failed to commit (nothing of it was written). The store then writes nothing more and
+   * refuses to confirm durability: every later batch fails and every later `flush()` rejects with
+   * this error until the store is reopened. Reported once.
    */
   onCommitError?: (error: Error) => void;
 }
@@ -217,6 +224,8 @@ export function openStore(options: StoreOptions): Store {
   const root: RootDatabase<unknown, Key> = open({ path: options.path, maxDbs: MAX_DBS });
   const openDb = (name: DbName): AnyDb => root.openDB({ name, ...DB_OPTIONS[name] });
   const snapshots = openDb(DB.snapshots);
+  const snapshotBases = openDb(DB.snapshotBases);
+  const bases = new SnapshotBases();
   const journal = openDb(DB.journal);
   const journalIndex = openDb(DB.journalByInstance);
   const meta = openDb(DB.meta);
@@ -275,6 +284,7 @@ export function openStore(options: StoreOptions): Store {
   let immediate: ReturnType<typeof setImmediate> | null = null;
   const inFlight = new Set<{ batch: Batch; done: Promise<void> }>();
   let failure: Error | null = null;
+  let failureReported = false;
   let closing: Promise<void> | null = null;
 
   const assertOpen = (): void => {
@@ -290,9 +300,29 @@ export function openStore(options: StoreOptions): Store {
   };
 
   const apply = (batch: Batch): void => {
-    for (const op of batch.snapshots.values()) {
-      if (op.record) snapshots.put(snapshotKey(op.kind, op.id), op.record);
-      else snapshots.remove(snapshotKey(op.kind, op.id));
+    // After a failed batch nothing more is written: a later batch may name a snapshot base the
+    // failed one was to write.
+    if (failure) throw failure;
+    try {
+      applyWrites(batch);
+    } catch (error) {
+      failure ??= error instanceof Error ? error : new Error(String(error));
+      throw error;
+    }
+  };
+
+  const applyWrites = (batch: Batch): void => {
+    for (const [key, op] of batch.snapshots) {
+      const dbKey = snapshotKey(op.kind, op.id);
+      if (op.record) {
+        const split = bases.split(key, op.record);
+        snapshots.put(dbKey, split.record);
+        if (split.base) snapshotBases.put(dbKey, split.base);
+      } else {
+        snapshots.remove(dbKey);
+        snapshotBases.remove(dbKey);
+        bases.deleted(key);
+      }
     }
     for (const entry of batch.journal) {
       if (entry.seq <= batch.trimThrough) continue;
@@ -373,7 +403,9 @@ export function openStore(options: StoreOptions): Store {
           const err = error instanceof Error ? error : new Error(String(error));
           failure ??= err;
           stats.batchesFailed++;
-          options.onCommitError?.(err);
+          // Reported once: the batches refused after it fail with the same error.
+          if (!failureReported) options.onCommitError?.(err);
+          failureReported = true;
         },
       )
       .finally(() => {
@@ -555,8 +587,31 @@ export function openStore(options: StoreOptions): Store {
     },
   };
 
+  /** The PersistedActor a stored snapshot stands for: a version 1 record as is, a version 2 one merged with its base. */
+  function readStored(key: Key, value: unknown): ParseResult<PersistedActor> {
+    const unsupported = unsupportedVersion(value);
+    if (unsupported) return { ok: false, issues: unsupported };
+    if ((value as { schema_version: number }).schema_version === 1) return parsePersistedActor(value);
+    const record = parseStoredSnapshot(value);
+    if (!record.ok) return record;
+    const stored = safeGet(snapshotBases, DB.snapshotBases, key);
+    let base: SnapshotBase | undefined;
+    if (stored.ok && stored.value !== undefined) {
+      const parsedBase = parseSnapshotBase(stored.value);
+      if (!parsedBase.ok) {
+        reportCorrupt(DB.snapshotBases, key, parsedBase.issues);
+        return { ok: false, issues: [issue(['base'], 'base_invalid', `the base of ${record.value.kind}/${record.value.id} is damaged (reported for ${DB.snapshotBases})`)] };
+      }
+      base = parsedBase.value;
+    }
+    const merged = mergeWithBase(value as StoredSnapshot, base);
+    // Remembered for the actor's next record, if it is stored where it belongs (else validSnapshot reports it).
+    if (merged.ok && base && Array.isArray(key) && key[0] === base.kind && key[1] === base.id) bases.read(SnapshotBases.key(base.kind, base.id), base);
+    return merged;
+  }
+
   function validSnapshot(key: Key, value: unknown, kind: ActorKind, id: string | undefined): PersistedActor | undefined {
-    const parsed = parsePersistedActor(value);
+    const parsed = readStored(key, value);
     if (!parsed.ok) {
       reportCorrupt(DB.snapshots, key, parsed.issues);
       return undefined;

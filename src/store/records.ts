@@ -101,6 +101,49 @@ export const PersistedActor = z
   .strict();
 export type PersistedActor = z.infer<typeof PersistedActor>;
 
+/**
+ * How a snapshot is stored since schema_version 2: split in two. Most of an actor's context
+ * (identity, network, revision, manifest hashes) does not change from one transition to the
+ * next, yet encoding it is most of the cost of persisting a transition. So each actor has a
+ * **base** (`snapshot_bases` DB: a full copy of its context at some point, numbered) and its
+ * **snapshot record** holds the XState snapshot with only the context fields that differ from
+ * that base, naming the base's number. A new base is written, in the same transaction as the
+ * record, whenever the record would otherwise repeat most of the context. Readers merge the two
+ * back into a PersistedActor; the split never shows outside the store.
+ *
+ * schema_version 1 records (a whole PersistedActor, written before the split) are still read,
+ * and are rewritten as version 2 the next time their actor changes. Any other version is refused
+ * with an `unsupported_version` issue.
+ */
+export const SNAPSHOT_SCHEMA_VERSION = 2;
+export const READABLE_SNAPSHOT_VERSIONS = [1, 2] as const;
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+/** A JSON object, checked in one walk (one JsonValue per field would cost restores several times more). */
+const JsonObject = JsonValue.refine(isObject, 'must be an object').transform((v) => v as Record<string, unknown>);
+
+/** The snapshot record as stored in version 2: the XState snapshot with a partial context. */
+export const StoredSnapshot = PersistedActor.extend({
+  schema_version: z.literal(SNAPSHOT_SCHEMA_VERSION),
+  base: z.number().int().min(1).describe('Number of the base (snapshot_bases) this record completes.'),
+  snapshot: JsonValue.refine((v) => isObject(v) && isObject(v.context), 'snapshot must be an object whose context is an object (the fields that differ from the base)').transform(
+    (v) => v as { context: Record<string, unknown>; [field: string]: unknown },
+  ),
+}).strict();
+export type StoredSnapshot = z.infer<typeof StoredSnapshot>;
+
+/** An actor's base: the context fields its snapshot records leave out. */
+export const SnapshotBase = z
+  .object({
+    schema_version: z.literal(SNAPSHOT_SCHEMA_VERSION),
+    kind: ActorKind,
+    id: z.string().min(1),
+    base: z.number().int().min(1),
+    context: JsonObject,
+  })
+  .strict();
+export type SnapshotBase = z.infer<typeof SnapshotBase>;
+
 export const JOURNAL_KINDS = ['transition', 'refusal', 'deferral', 'command', 'observation', 'error'] as const;
 export const JournalKind = z.enum(JOURNAL_KINDS);
 export type JournalKind = z.infer<typeof JournalKind>;
@@ -151,6 +194,8 @@ export const parsePersistedActor = (value: unknown): ParseResult<PersistedActor>
  */
 const PersistedActorEnvelope = PersistedActor.extend({ snapshot: z.unknown().refine((v) => v !== undefined && v !== null && typeof v === 'object', 'snapshot must be an object') });
 export const parsePersistedActorEnvelope = (value: unknown): ParseResult<PersistedActor> => parseWith(PersistedActorEnvelope, value) as ParseResult<PersistedActor>;
+export const parseStoredSnapshot = (value: unknown): ParseResult<StoredSnapshot> => parseWith(StoredSnapshot, value);
+export const parseSnapshotBase = (value: unknown): ParseResult<SnapshotBase> => parseWith(SnapshotBase, value);
 export const parseJournalEntry = (value: unknown): ParseResult<JournalEntry> => parseWith(JournalEntry, value);
 export const parseNewJournalEntry = (value: unknown): ParseResult<NewJournalEntry> => parseWith(NewJournalEntry, value);
 /** Reads a MetaRecord back from `store.getMeta(key)`; undefined input (never written) is not ok either. */

@@ -1,18 +1,28 @@
 import { open, type Key } from 'lmdb';
+import { systemClock } from '../../src/common/clock.ts';
 import { DB, DB_OPTIONS, MAX_DBS, journalRange, snapshotRange } from '../../src/store/keys.ts';
+import { openStore } from '../../src/store/lmdb-store.ts';
 
 /**
  * LMDB measured directly: the size of what the host really persisted, and the raw batched put
- * rate of values like it (the yardstick for the store's persisted-transition rate).
+ * rate of whole instance snapshot records (the yardstick for the store's persisted-transition
+ * rate: what putting each changed actor's whole snapshot would cost, with no host, actor or
+ * store code around it).
  */
 
 export interface PersistedSizes {
   instanceSnapshots: number;
-  /** Encoded (msgpack, as stored) bytes of one instance snapshot record. */
+  /** Encoded (msgpack, as stored) bytes of one instance snapshot record: since schema 2, the part that changes. */
   snapshotBytes: { avg: number; min: number; max: number };
+  /** Encoded bytes of one instance's snapshot base (the context fields its records leave out). */
+  baseBytes: { avg: number; min: number; max: number };
   journalEntries: number;
   journalEntryBytes: { avg: number; min: number; max: number };
-  /** A decoded instance snapshot record of about the average size, to replay in the raw test. */
+  /**
+   * A whole instance snapshot record (the PersistedActor the store returns: record and base merged,
+   * what a store writing whole snapshots would put per transition), of the instance whose stored
+   * record is closest to the average size; the raw test replays it.
+   */
   sample: Record<string, unknown>;
 }
 
@@ -29,27 +39,33 @@ function summarise(sizes: number[]): { avg: number; min: number; max: number } {
   return { avg: sum / sizes.length, min, max };
 }
 
-/** Reads a closed host's store (`<dataDir>/state.lmdb`) without going through the Store. */
+/** Reads a closed host's store (`<dataDir>/state.lmdb`): sizes directly from LMDB, the sample through the Store. */
 export async function readPersistedSizes(storePath: string): Promise<PersistedSizes> {
   const root = open<unknown, Key>({ path: storePath, maxDbs: MAX_DBS });
+  let sampleId: string;
+  let measured: Omit<PersistedSizes, 'sample'>;
   try {
-    const snapshots = root.openDB<unknown, Key>({ name: DB.snapshots, ...DB_OPTIONS.snapshots });
-    const journal = root.openDB<unknown, Key>({ name: DB.journal, ...DB_OPTIONS.journal });
+    const snapshots = root.openDB<unknown, Key>({ name: DB.snapshots, encoding: 'binary' });
+    const bases = root.openDB<unknown, Key>({ name: DB.snapshotBases, encoding: 'binary' });
+    const journal = root.openDB<unknown, Key>({ name: DB.journal, encoding: 'binary' });
     const range = snapshotRange('instance');
     const sizes: number[] = [];
-    const keys: Key[] = [];
+    const baseSizes: number[] = [];
+    const ids: string[] = [];
     for (const key of snapshots.getKeys({ start: range.start, end: range.end })) {
       const bytes = snapshots.getBinary(key);
-      if (!bytes) continue;
+      if (!bytes || !Array.isArray(key)) continue;
       sizes.push(bytes.length);
-      keys.push(key);
+      ids.push(String(key[1]));
+      const base = bases.getBinary(key);
+      if (base) baseSizes.push(base.length);
     }
-    if (keys.length === 0) throw new Error(`no instance snapshots in ${storePath}`);
+    if (ids.length === 0) throw new Error(`no instance snapshots in ${storePath}`);
     const snapshotBytes = summarise(sizes);
     // The record closest to the average size.
     let best = 0;
     for (let i = 1; i < sizes.length; i++) if (Math.abs(sizes[i]! - snapshotBytes.avg) < Math.abs(sizes[best]! - snapshotBytes.avg)) best = i;
-    const sample = snapshots.get(keys[best]!) as Record<string, unknown>;
+    sampleId = ids[best]!;
 
     const jr = journalRange(0);
     const journalSizes: number[] = [];
@@ -61,9 +77,17 @@ export async function readPersistedSizes(storePath: string): Promise<PersistedSi
       const bytes = journal.getBinary(key);
       if (bytes) journalSizes.push(bytes.length);
     }
-    return { instanceSnapshots: keys.length, snapshotBytes, journalEntries, journalEntryBytes: summarise(journalSizes), sample };
+    measured = { instanceSnapshots: ids.length, snapshotBytes, baseBytes: summarise(baseSizes), journalEntries, journalEntryBytes: summarise(journalSizes) };
   } finally {
     await root.close();
+  }
+  const store = openStore({ path: storePath, clock: systemClock });
+  try {
+    const sample = store.getSnapshot('instance', sampleId);
+    if (!sample) throw new Error(`instance snapshot ${sampleId} in ${storePath} cannot be read back through the store`);
+    return { ...measured, sample: sample as unknown as Record<string, unknown> };
+  } finally {
+    await store.close();
   }
 }
 

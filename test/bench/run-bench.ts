@@ -695,7 +695,7 @@ async function main(): Promise<void> {
     })();
     const { sample, ...persisted } = persistedFull;
 
-    progress(`5/7 raw LMDB: ${int(RAW_PUTS)} puts of a real instance snapshot (${int(persisted.snapshotBytes.avg)} B) per round ...`);
+    progress(`5/7 raw LMDB: ${int(RAW_PUTS)} puts of a whole real instance snapshot record per round ...`);
     const raw = await rawBatchedPuts(path.join(root, 'raw.lmdb'), sample, RAW_PUTS, 3);
 
     progress(`6/7 wake latency over ${WAKES} wakes ...`);
@@ -792,7 +792,7 @@ function render(r: BenchResult): string {
     { id: '', label: 'transition events emitted / of which status changed', figure: `${int(r.apply.transitionEvents)} / ${int(r.apply.statusChanges)}` },
     { id: '', label: 'snapshot records/s written; batches committed', figure: `${int(r.apply.snapshotRecordsPerSecond)} /s; ${int(r.apply.store.batchesCommitted)}` },
     { id: '', label: 'window: apply() call to store flushed', figure: `${int(r.apply.persistWindowMs)} ms` },
-    { id: '', label: 'persisted instance snapshot size avg (min-max)', figure: `${int(r.persisted.snapshotBytes.avg)} B (${int(r.persisted.snapshotBytes.min)}-${int(r.persisted.snapshotBytes.max)})` },
+    { id: '', label: 'instance snapshot as stored: record avg (min-max); base avg; whole record (raw test value)', figure: `${int(r.persisted.snapshotBytes.avg)} B (${int(r.persisted.snapshotBytes.min)}-${int(r.persisted.snapshotBytes.max)}); ${int(r.persisted.baseBytes.avg)} B; ${int(r.raw.valueBytes)} B` },
     { id: '', label: 'journal entry size avg', figure: `${int(r.persisted.journalEntryBytes.avg)} B` },
     { id: '3', label: `restore ${int(r.restore.instances)} actors (createHost until resolved)`, figure: `${int(r.restore.createHostMs)} ms`, target: `< ${int(TARGETS.restoreMs)} ms`, pass: pass('restore ms') },
     { id: '', label: 'restored with status running; settled', figure: `${int(r.restore.running)} / ${int(r.restore.instances)}; ${r.restore.settled ? 'yes' : 'no'}` },

@@ -415,3 +415,129 @@ describe('LMDB store: crash safety', () => {
     expect(store.appendJournal(entry('vm-1'))).toBe(seqs.length + 1);
   });
 });
+
+describe('LMDB store: snapshot bases (schema 2)', () => {
+  const bigContext = (id: string) => ({
+    instance_id: id,
+    tenant_id: 'acme',
+    network: { ipv4: '10.0.0.2', mac: '06:00:0a:00:00:02' },
+    manifest_hash: `sha256:${'a'.repeat(64)}`,
+    a: 1,
+    b: 2,
+    c: 3,
+    d: 4,
+    secrets_present: ['x'],
+  });
+  const withContext = (id: string, context: Record<string, unknown>, extra: Partial<PersistedActor> = {}) =>
+    actor(id, { snapshot: { status: 'active', output: undefined, error: undefined, value: { running: 'idle' }, historyValue: {}, context, children: {} }, ...extra });
+  // One second lmdb handle per directory, as another tool would read the files.
+  const handles = new Map<string, RootDatabase>();
+  const handle = (dir: string) => handles.get(dir) ?? handles.set(dir, rawOpen(dir)).get(dir)!;
+  afterEach(() => handles.clear());
+  const storedRecord = (dir: string, id: string) => handle(dir).openDB({ name: DB.snapshots, ...DB_OPTIONS.snapshots }).get(snapshotKey('instance', id)) as Record<string, any>;
+  const storedBase = (dir: string, id: string) => handle(dir).openDB({ name: DB.snapshotBases, ...DB_OPTIONS.snapshot_bases }).get(snapshotKey('instance', id)) as Record<string, any> | undefined;
+
+  it('stores only the context fields that changed since the base, and reads back the whole record, also after reopening', async () => {
+    const dir = await newDir();
+    const store = openTestStore(dir);
+    const first = bigContext('vm-1');
+    store.putSnapshot(withContext('vm-1', first));
+    await store.flush();
+    expect(storedBase(dir, 'vm-1')).toMatchObject({ schema_version: 2, base: 1, context: first });
+    expect(storedRecord(dir, 'vm-1')).toMatchObject({ schema_version: 2, base: 1, snapshot: { context: {} } });
+
+    // As XState's assign does: a new object with the untouched values kept.
+    const second = { ...first, secrets_present: ['x', 'y'] };
+    const record = withContext('vm-1', second, { updated_at: 2_000 });
+    store.putSnapshot(record);
+    await store.flush();
+    expect(storedRecord(dir, 'vm-1').snapshot.context).toStrictEqual({ secrets_present: ['x', 'y'] });
+    expect(storedBase(dir, 'vm-1')).toMatchObject({ base: 1, context: first });
+    expect(store.getSnapshot('instance', 'vm-1')).toStrictEqual(record);
+    expect(Object.keys(store.getSnapshot('instance', 'vm-1')!.snapshot as object)).toEqual(Object.keys(record.snapshot as object));
+
+    await store.close();
+    const reopened = openTestStore(dir);
+    const listed = reopened.listSnapshots('instance');
+    expect(listed).toStrictEqual([record]);
+    // The base read back with the record (as a restore reads it) is the one the next record is written against.
+    const restored = listed[0]!;
+    const third = { ...(restored.snapshot as { context: Record<string, unknown> }).context, a: 10 };
+    reopened.putSnapshot(withContext('vm-1', third));
+    await reopened.flush();
+    expect(storedRecord(dir, 'vm-1')).toMatchObject({ base: 1, snapshot: { context: { a: 10 } } });
+    expect((reopened.getSnapshot('instance', 'vm-1')!.snapshot as { context: unknown }).context).toStrictEqual(third);
+  });
+
+  it('writes a new base when most fields changed or a field was dropped, in the same batch as the record', async () => {
+    const dir = await newDir();
+    const store = openTestStore(dir);
+    const first = bigContext('vm-1');
+    store.putSnapshot(withContext('vm-1', first));
+    await store.flush();
+    const many = { ...first, a: 5, b: 6, c: 7, d: 8 };
+    store.putSnapshot(withContext('vm-1', many));
+    await store.flush();
+    expect(storedBase(dir, 'vm-1')).toMatchObject({ base: 2, context: many });
+    expect(storedRecord(dir, 'vm-1')).toMatchObject({ base: 2, snapshot: { context: {} } });
+
+    const { d: _dropped, ...fewer } = many;
+    store.putSnapshot(withContext('vm-1', fewer));
+    await store.flush();
+    expect(storedBase(dir, 'vm-1')).toMatchObject({ base: 3, context: fewer });
+    expect((store.getSnapshot('instance', 'vm-1')!.snapshot as { context: unknown }).context).toStrictEqual(fewer);
+  });
+
+  it('removes the base with the record, and starts a fresh one for a record put again', async () => {
+    const dir = await newDir();
+    const store = openTestStore(dir);
+    store.putSnapshot(withContext('vm-1', bigContext('vm-1')));
+    await store.flush();
+    store.deleteSnapshot('instance', 'vm-1');
+    await store.flush();
+    expect(storedBase(dir, 'vm-1')).toBeUndefined();
+    expect(store.getSnapshot('instance', 'vm-1')).toBeUndefined();
+    const again = withContext('vm-1', { ...bigContext('vm-1'), a: 99 });
+    store.putSnapshot(again);
+    await store.flush();
+    expect(storedBase(dir, 'vm-1')).toMatchObject({ base: 1 });
+    expect(store.getSnapshot('instance', 'vm-1')).toStrictEqual(again);
+  });
+
+  it('reads a version 1 record as it is and rewrites it as version 2 at the actor\'s next change', async () => {
+    const dir = await newDir();
+    const old = withContext('vm-1', bigContext('vm-1'));
+    await handle(dir).openDB({ name: DB.snapshots, ...DB_OPTIONS.snapshots }).put(snapshotKey('instance', 'vm-1'), old);
+    const store = openTestStore(dir);
+    expect(store.getSnapshot('instance', 'vm-1')).toStrictEqual(old);
+    const next = withContext('vm-1', { ...bigContext('vm-1'), a: 2 });
+    store.putSnapshot(next);
+    await store.flush();
+    expect(storedRecord(dir, 'vm-1')).toMatchObject({ schema_version: 2, base: 1 });
+    expect(store.getSnapshot('instance', 'vm-1')).toStrictEqual(next);
+  });
+
+  it('refuses, with a clear issue, a record of an unknown version, and one whose base is missing or another', async () => {
+    const dir = await newDir();
+    const log = corruptionLog();
+    const store = openTestStore(dir, { onCorruptRecord: log.onCorruptRecord });
+    store.putSnapshot(withContext('vm-1', bigContext('vm-1')));
+    store.putSnapshot(withContext('vm-2', bigContext('vm-2')));
+    store.putSnapshot(withContext('vm-3', bigContext('vm-3')));
+    await store.flush();
+    const raw = handle(dir);
+    const snapshots = raw.openDB({ name: DB.snapshots, ...DB_OPTIONS.snapshots });
+    const bases = raw.openDB({ name: DB.snapshotBases, ...DB_OPTIONS.snapshot_bases });
+    const issues: Issue[] = [];
+    const store2 = openTestStore(dir, { onCorruptRecord: (_ref, found) => issues.push(...found) });
+    await raw.transaction(() => {
+      snapshots.put(snapshotKey('instance', 'vm-1'), { ...storedRecord(dir, 'vm-1'), schema_version: 3 });
+      bases.remove(snapshotKey('instance', 'vm-2'));
+      bases.put(snapshotKey('instance', 'vm-3'), { ...storedBase(dir, 'vm-3'), base: 7 });
+    });
+    expect(store2.listSnapshots('instance')).toEqual([]);
+    expect(issues.map((i) => i.code)).toEqual(['unsupported_version', 'base_missing', 'base_mismatch']);
+    expect(issues[0]!.message).toContain('schema_version 3 is not one this store reads (1, 2)');
+    expect(issues[2]!.message).toContain('needs base 1, but the stored base is instance/vm-3 number 7');
+  });
+});
