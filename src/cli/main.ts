@@ -4,6 +4,7 @@ import { NixStorePathError } from '../catalog/nix-store-guard.ts';
 import { ChartCompositionError } from '../../machines/compose-instance-chart.ts';
 import { ApiRequestError, type ConnectOptions } from './client.ts';
 import { applyCommand } from './commands/apply.ts';
+import { bundleCommand } from './commands/bundle.ts';
 import { chartCommand } from './commands/chart.ts';
 import { instanceCommand, type InstanceCommand } from './commands/command.ts';
 import { eventsCommand } from './commands/events.ts';
@@ -31,13 +32,36 @@ Commands:
   chart <role> [--format json|dot|mermaid|svg] [--connectors a,b] [--no-ingress] [--roles DIR]
                                             Print the statechart generated from a role manifest
                                             (default: ingress on where allowed, every connector)
-  dev [--tenants N] [--desired FILE] [--state-dir DIR] [--down]
+  dev [--tenants N] [--desired FILE] [--state-dir DIR] [--down] [--openclaw]
                                             A simulated fleet on this machine: serve with the
                                             simulation driver and an example desired state
-  serve [--listen 127.0.0.1:7070] [--data-dir DIR] [--driver fake] [--roles DIR]
+                                            (--openclaw: the real OpenClaw gateway and node
+                                            hosts; root and npm run openclaw:install)
+  serve [--listen 127.0.0.1:7070] [--data-dir DIR] [--driver fake|sim|firecracker] [--roles DIR]
         [--desired FILE] [--token-file F] [--log-level info]
+        [--firecracker-bin PATH] [--artifacts-dir DIR] [--jailer-bin PATH] [--chroot-base DIR]
+        [--network host|none] [--ingress-port-base 20000] [--openclaw]
                                             Run the host: restore actors, serve the API and the
-                                            visualizer (/viz); SIGTERM stops it, never the VMs
+                                            visualizer (/viz); SIGTERM stops it, never the VMs.
+                                            With --driver firecracker it also manages the tenant
+                                            bridges, taps and nftables ruleset as root
+                                            (--network none: the operator does, e.g. net apply)
+  openclaw install|status [--dir DIR] [--json]
+                                            Install (or show) the pinned OpenClaw and its Node 24
+                                            in a cache dir (default: $MVM_OPENCLAW_DIR, else
+                                            $XDG_CACHE_HOME/mvm-actors/openclaw-<version>)
+  bundle import <dir> [--name id] [--artifacts-dir DIR]
+                                            Copy a Nix-built role bundle into the artifact store
+                                            (<data-dir>/artifacts), keyed by content hash;
+                                            checks its manifest and Firecracker config
+  bundle list | bundle verify <id|sha256:hex>
+                                            The stored bundles; re-hash one (exit 1 if altered)
+  net show|apply|verify [--data-dir DIR] [--desired FILE] [--listen HOST:PORT]
+      [--ingress-port-base 20000] [--json]
+                                            Tenant networking as root: print the nftables
+                                            ruleset, apply it with the tenant bridges, or compare
+                                            the live table with it (exit 1 on drift); guests never
+                                            reach the --listen port
   help                                      This text
 
 Commands that talk to a running serve:
@@ -86,6 +110,7 @@ const COMMAND_OPTIONS = {
   'state-dir': { type: 'string' },
   'dev-listen': { type: 'string' },
   down: { type: 'boolean', default: false },
+  openclaw: { type: 'boolean', default: false },
   'data-dir': { type: 'string' },
   driver: { type: 'string', default: 'fake' },
   desired: { type: 'string' },
@@ -99,6 +124,14 @@ const COMMAND_OPTIONS = {
   since: { type: 'string', default: '0' },
   follow: { type: 'boolean', default: false },
   'from-file': { type: 'string' },
+  dir: { type: 'string' },
+  name: { type: 'string' },
+  'artifacts-dir': { type: 'string' },
+  'firecracker-bin': { type: 'string' },
+  'jailer-bin': { type: 'string' },
+  'chroot-base': { type: 'string' },
+  network: { type: 'string' },
+  'ingress-port-base': { type: 'string' },
 } as const;
 
 function parseSince(since: string): number {
@@ -152,6 +185,8 @@ export async function main(argv: string[], output: Output = processOutput): Prom
         return await eventsCommand({ ...connection, json, since: parseSince(values.since), follow: values.follow }, output);
       case 'secret':
         return await secretCommand({ ...connection, json, args: rest, fromFile: values['from-file'] }, output);
+      case 'bundle':
+        return await bundleCommand({ args: rest, json, name: values.name, artifactsDir: values['artifacts-dir'], dataDir: values['data-dir'] }, output);
       case 'roles':
         expectArgs(0);
         return await rolesCommand({ json: values.json, roles: values.roles }, output);
@@ -167,16 +202,25 @@ export async function main(argv: string[], output: Output = processOutput): Prom
       case 'dev':
         expectArgs(0);
         return await (await import('./commands/dev.ts')).devCommand(
-          { tenants: Number(values.tenants ?? 1), desired: values.desired, stateDir: values['state-dir'], listen: values['dev-listen'] ?? '127.0.0.1:0', down: values.down },
+          { tenants: Number(values.tenants ?? 1), desired: values.desired, stateDir: values['state-dir'], listen: values['dev-listen'] ?? '127.0.0.1:0', down: values.down, openclaw: values.openclaw },
           output,
         );
       case 'serve':
         expectArgs(0);
         // Loaded only here: the server stack (fastify, LMDB, the host) is not needed by client commands.
         return await (await import('./commands/serve.ts')).serveCommand(
-          { listen: values.listen, dataDir: values['data-dir'], driver: values.driver, roles: values.roles, desired: values.desired, tokenFile: values['token-file'], logLevel: values['log-level'] },
+          { listen: values.listen, dataDir: values['data-dir'], driver: values.driver, roles: values.roles, desired: values.desired, tokenFile: values['token-file'], logLevel: values['log-level'],
+            firecrackerBin: values['firecracker-bin'], jailerBin: values['jailer-bin'], chrootBase: values['chroot-base'], artifactsDir: values['artifacts-dir'],
+            network: values.network, ingressPortBase: values['ingress-port-base'], openclaw: values.openclaw },
           output,
         );
+      case 'net':
+        return await (await import('./commands/net.ts')).netCommand(
+          { args: rest, json, dataDir: values['data-dir'], roles: values.roles, desired: values.desired, listen: values.listen, ingressPortBase: values['ingress-port-base'] },
+          output,
+        );
+      case 'openclaw':
+        return await (await import('./commands/openclaw.ts')).openclawCommand({ args: rest, dir: values.dir, json }, output);
       case 'chart': {
         expectArgs(1);
         const role = rest[0];

@@ -35,7 +35,13 @@ export interface InstanceSpec {
   profile: string;
   revision: Revision;
   resources: Resources;
-  network: z.infer<typeof NetworkIdentity>;
+  /**
+   * The persisted identity plus, from the tenant's addressing (src/host/addressing.ts), the
+   * gateway (the tenant subnet's network + 1) and the subnet's prefix length the guest configures.
+   * Optional so specs built without a tenant (older callers, tests) stay valid; a driver that
+   * configures the guest's network refuses a spec without them rather than guess.
+   */
+  network: z.infer<typeof NetworkIdentity> & { gateway?: string; prefix_len?: number };
   drives: DriveContent[];
   /** The role manifest hash this boot uses. */
   manifest_hash: string;

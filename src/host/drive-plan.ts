@@ -2,7 +2,20 @@ import type { InstanceContext, PreflightResult } from '../../machines/instance-c
 import type { LoadedRole } from '../catalog/catalog.ts';
 import type { DriveContent, InstanceSpec } from '../driver/vmm-driver.ts';
 import type { PoolSpec } from '../schemas/desired-state.ts';
+import { formatIpv4 } from '../schemas/ipv4.ts';
 import type { SecretStore } from '../secrets/secret-store.ts';
+import { mintedSecrets, openclawConfigFiles, storedSecrets } from '../openclaw/drive-files.ts';
+import { hostAddressRange, type TenantNetwork } from './addressing.ts';
+
+/**
+ * What a guest configures on its interface besides its own address: the tenant gateway (network
+ * + 1, on the tenant's bridge) and the prefix length of the tenant's whole subnet, so every
+ * instance of the tenant, on any host, is on-link. Derived from the tenant, never guessed.
+ */
+export function guestNetworkOf(tenant: TenantNetwork): { gateway: string; prefix_len: number } {
+  const range = hostAddressRange(tenant);
+  return { gateway: formatIpv4(range.gateway), prefix_len: range.subnet.prefix };
+}
 
 /**
  * The contents of each instance's drives, computed once here for every driver: the config
@@ -44,7 +57,10 @@ export class DrivePlanner {
       role: role.manifest.name,
       profile: pool.profile,
       manifest_hash: role.hash,
-      services: role.manifest.services.map((s) => ({ name: s.name, program: s.program, args: s.args, ports: s.ports })),
+      // Readiness, generated config and stop deadline go with each service: the guest runs and probes it from these.
+      services: role.manifest.services.map((s) => ({ name: s.name, program: s.program, args: s.args, ports: s.ports, readiness: s.readiness, stop_timeout_s: s.stop_timeout_s, ...(s.config ? { config: s.config } : {}) })),
+      // Names and kinds only (never values): which file on the secrets drive is which.
+      secrets: role.manifest.secrets.map((s) => ({ name: s.name, generate: s.generate })),
       ports: role.manifest.ports,
       vsock: role.manifest.vsock,
       // Each enabled connector with the secrets it needs, so the guest agent can say which is missing.
@@ -96,7 +112,7 @@ export class DrivePlanner {
         reasons.push(`missing-drive:${drive.name}:config_version-${context.config_version}-not-published`);
       }
       if (drive.persistence === 'ephemeral') {
-        const missing = role.manifest.secrets.filter((s) => !this.secrets.ensure(context.tenant_id, s)).map((s) => s.name);
+        const missing = storedSecrets(role.manifest).filter((s) => !this.secrets.ensure(context.tenant_id, s)).map((s) => s.name);
         if (missing.length > 0) {
           missingDrives.push(drive.name);
           reasons.push(`missing-drive:${drive.name}:missing-secret:${missing.join(',')}`);
@@ -114,10 +130,26 @@ export class DrivePlanner {
     connectors: readonly string[],
     ingress: boolean,
     dependencies: { role: string; instance_id: string; ipv4: string; ports: Record<string, number> }[] = [],
+    /** The instance's tenant: its gateway and prefix length go into `network` for the guest's kernel command line. */
+    tenant?: TenantNetwork,
   ): InstanceSpec {
+    const wantedSecrets = [...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.filter((c) => connectors.includes(c.name)).flatMap((c) => c.secrets)];
     const drives: DriveContent[] = role.manifest.drives.map((drive) => {
       const files: Record<string, string> = {};
       if (drive.persistence === 'versioned') {
+        // Generated service configs (openclaw.json): exactly the connectors whose secrets are on this boot's secrets drive.
+        Object.assign(
+          files,
+          openclawConfigFiles({
+            manifest: role.manifest,
+            tenant_id: context.tenant_id,
+            instance_id: context.instance_id,
+            config_version: context.config_version,
+            address: context.network.ipv4,
+            enabledConnectors: connectors,
+            secretsPresent: wantedSecrets.filter((name) => this.secrets.has(context.tenant_id, name)),
+          }).files,
+        );
         const config = {
           ...this.poolConfig(context.tenant_id, pool, role, connectors, ingress),
           config_version: context.config_version,
@@ -126,12 +158,13 @@ export class DrivePlanner {
           network: context.network,
           // Where this instance finds what it depends on: a worker's node host dials its gateway here.
           depends_on: dependencies,
+          // Secrets the driver obtains at boot and wake from a dependency's guest agent (a worker's node setup code).
+          minted_secrets: mintedSecrets(role.manifest, dependencies),
         };
         files['mvm.json'] = `${JSON.stringify(config, null, 2)}\n`;
       }
       if (drive.persistence === 'ephemeral') {
-        const wanted = [...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.filter((c) => connectors.includes(c.name)).flatMap((c) => c.secrets)];
-        for (const name of wanted) {
+        for (const name of wantedSecrets) {
           const value = this.secrets.reveal(context.tenant_id, name);
           if (value !== undefined) files[name] = value;
         }
@@ -147,7 +180,7 @@ export class DrivePlanner {
       profile: context.profile,
       revision: context.revision,
       resources: pool.resources,
-      network: context.network,
+      network: tenant ? { ...context.network, ...guestNetworkOf(tenant) } : context.network,
       drives,
       manifest_hash: context.desired_manifest_hash,
       vsock: { agent_port: role.manifest.vsock.agent_port, handlers: role.manifest.vsock.handlers },

@@ -4,7 +4,7 @@ import { createActor, type Actor, type AnyStateMachine } from 'xstate';
 import { fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
 import { newInstanceContext, statusOf, type InstanceContext } from '../../machines/instance-context.ts';
 import { tenantLogic, type RolePolicy, type TenantEvent, type TenantState } from '../../machines/tenant-supervisor.ts';
-import { createInstanceLogic, INSTANCE_SYSTEM_ID, type InstanceLogic } from '../actors/instance-logic.ts';
+import { createInstanceLogic, INSTANCE_SYSTEM_ID, persistedSnapshotOf, type InstanceLogic } from '../actors/instance-logic.ts';
 import type { Catalog, LoadedRole } from '../catalog/catalog.ts';
 import { loadCatalogStrict } from '../catalog/load-catalog.ts';
 import { systemClock, type Clock } from '../common/clock.ts';
@@ -14,9 +14,9 @@ import type { DesiredState, PoolSpec, TenantSpec } from '../schemas/desired-stat
 import type { SecretSpec } from '../schemas/role-manifest.ts';
 import { SecretStore, type SecretInfo } from '../secrets/secret-store.ts';
 import { openStore, type Store } from '../store/lmdb-store.ts';
-import type { JournalEntry, NewJournalEntry } from '../store/records.ts';
+import type { JournalEntry, NewJournalEntry, PersistedActor } from '../store/records.ts';
 import { validateDesiredState } from '../validation/validate-desired-state.ts';
-import { identityFor, NumberPool } from './addressing.ts';
+import { AddressAllocator } from '../net/address-allocator.ts';
 import { DrivePlanner } from './drive-plan.ts';
 import { keepRejectedParts } from './keep-rejected.ts';
 import { planApply, roleRanks, type Plan } from './plan.ts';
@@ -103,6 +103,8 @@ interface InstanceHandle {
   lastEvent: string;
   deferred: string | null;
   context: InstanceContext;
+  /** Builds the snapshot record at commit; one function per actor, not one per transition. */
+  produce: () => PersistedActor;
 }
 
 const DESIRED_KEY = 'desired_state';
@@ -123,8 +125,8 @@ export class Host {
   readonly #tenants = new Map<string, Actor<typeof tenantLogic>>();
   readonly #pools = new Map<string, PoolRuntime>();
   readonly #specs = new Map<string, { key: string; spec: InstanceSpec }>();
-  readonly #hostNumbers = new Map<string, NumberPool>();
-  readonly #cids = new NumberPool(3);
+  /** Instance addresses and vsock CIDs, persisted in the batch that creates the instance. */
+  readonly #addresses: AddressAllocator;
   readonly #listeners = new Set<(event: HostEvent) => void>();
   readonly #work: (() => void)[] = [];
   #pumping = false;
@@ -133,6 +135,8 @@ export class Host {
   #desired: DesiredState | null = null;
   #unsubscribeExits: () => void;
   #closed = false;
+  /** Set once the last commit before close is done: the actors' stop snapshots are not persisted. */
+  #stoppingActors = false;
 
   constructor(store: Store, catalog: Catalog, options: HostOptions, clock: Clock, log: Logger) {
     this.#store = store;
@@ -142,6 +146,8 @@ export class Host {
     this.#log = log;
     this.#secrets = new SecretStore(store, { clock });
     this.#drives = new DrivePlanner(store, this.#secrets);
+    this.#addresses = new AddressAllocator(store);
+    for (const skipped of this.#addresses.loadReport.skipped) this.#log.error(skipped, 'address allocation record skipped');
     this.#logic = createInstanceLogic({
       driver: options.driver,
       clock,
@@ -152,7 +158,7 @@ export class Host {
         const cached = this.#specs.get(context.instance_id);
         if (cached?.key === key) return cached.spec;
         const runtime = this.#poolRuntime(context);
-        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress, this.#dependencyEndpoints(context, runtime.role));
+        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress, this.#dependencyEndpoints(context, runtime.role), runtime.tenant);
         this.#specs.set(context.instance_id, { key, spec });
         return spec;
       },
@@ -382,9 +388,7 @@ export class Host {
 
   #createInstance(instanceId: string, runtime: PoolRuntime): void {
     const { tenant, pool, role } = runtime;
-    let numbers = this.#hostNumbers.get(tenant.tenant_id);
-    if (!numbers) this.#hostNumbers.set(tenant.tenant_id, (numbers = new NumberPool(2)));
-    const network = identityFor(tenant.ipv4_subnet, tenant.tenant_net_id, numbers.take(), this.#cids.take());
+    const network = this.#addresses.allocate(instanceId, tenant, pool.pool_id);
     const context = newInstanceContext(
       { instance_id: instanceId, tenant_id: tenant.tenant_id, pool_id: pool.pool_id, role: pool.role, profile: pool.profile, revision: pool.revision, network, desired_manifest_hash: role.hash },
       this.#clock.now(),
@@ -401,7 +405,24 @@ export class Host {
     const { machine, chartVersion } = this.#logic.machineFor(role.manifest, options);
     // status '' until the first snapshot, which journals the instance's first status (from null).
     // A restored deferral was journaled by the previous run.
-    const handle: InstanceHandle = { actor: undefined as never, chartVersion, status: '', lastEvent: snapshot ? 'restored' : 'created', deferred: snapshot ? (context.deferred?.command ?? null) : null, context };
+    const handle: InstanceHandle = {
+      actor: undefined as never,
+      chartVersion,
+      status: '',
+      lastEvent: snapshot ? 'restored' : 'created',
+      deferred: snapshot ? (context.deferred?.command ?? null) : null,
+      context,
+      produce: () => ({
+        schema_version: 1,
+        kind: 'instance',
+        id: handle.context.instance_id,
+        tenant_id: handle.context.tenant_id,
+        chart_version: handle.chartVersion,
+        manifest_hash: handle.context.manifest_hash,
+        snapshot: persistedSnapshotOf(handle.actor) as never,
+        updated_at: this.#clock.now(),
+      }),
+    };
     const actor = createActor(machine, {
       id: context.instance_id,
       systemId: INSTANCE_SYSTEM_ID,
@@ -423,21 +444,14 @@ export class Host {
   }
 
   #onInstanceSnapshot(handle: InstanceHandle, value: string | Record<string, unknown>, context: InstanceContext): void {
+    // Stopping the actors on close emits a last snapshot; what was committed before it stands.
+    if (this.#stoppingActors) return;
     handle.context = context;
     handle.lastEvent = this.#logic.lastEventOf(handle.actor) ?? handle.lastEvent;
     const status = statusOf(value);
     const at = this.#clock.now();
     // Serialised once per tick at commit, however many times the actor moved in it.
-    this.#store.putSnapshotLater('instance', context.instance_id, () => ({
-      schema_version: 1,
-      kind: 'instance',
-      id: handle.context.instance_id,
-      tenant_id: handle.context.tenant_id,
-      chart_version: handle.chartVersion,
-      manifest_hash: handle.context.manifest_hash,
-      snapshot: handle.actor.getPersistedSnapshot() as never,
-      updated_at: this.#clock.now(),
-    }));
+    this.#store.putSnapshotLater('instance', context.instance_id, handle.produce);
     const deferred = context.deferred?.command ?? null;
     if (deferred && deferred !== handle.deferred) {
       const entry = this.#journal({ at, instance_id: context.instance_id, tenant_id: context.tenant_id, kind: 'deferral', from: status, to: status, event: deferred, detail: { until_min_runtime: true } });
@@ -470,14 +484,13 @@ export class Host {
   }
 
   #forget(handle: InstanceHandle): void {
-    const { instance_id, tenant_id, network } = handle.context;
+    const { instance_id, tenant_id } = handle.context;
     handle.actor.stop();
     this.#instances.delete(instance_id);
     this.#byTenant.get(tenant_id)?.delete(handle);
     this.#specs.delete(instance_id);
     this.#store.deleteSnapshot('instance', instance_id);
-    this.#hostNumbers.get(tenant_id)?.release(Number(network.tap.split('-')[1]));
-    this.#cids.release(network.vsock_cid);
+    this.#addresses.release(instance_id);
     this.#sendTenant(tenant_id, { type: 'member.gone', at: this.#clock.now(), instance_id });
   }
 
@@ -651,10 +664,10 @@ export class Host {
       const runtime = this.#pools.get(`${context.tenant_id}/${context.pool_id}`);
       const role0 = this.#catalog.roles.get(context.role);
       const options = runtime?.options ?? (role0 ? fullOptions(role0.manifest) : { ingress: false, connectors: [], min_runtime_s: 0 });
-      let numbers = this.#hostNumbers.get(context.tenant_id);
-      if (!numbers) this.#hostNumbers.set(context.tenant_id, (numbers = new NumberPool(2)));
-      numbers.claim(Number(context.network.tap.split('-')[1]));
-      this.#cids.claim(context.network.vsock_cid);
+      // Normally a no-op: the allocation record was written with the instance's first snapshot.
+      if (!this.#addresses.adopt(context.instance_id, context.tenant_id, context.pool_id, context.network)) {
+        this.#log.error({ instance: context.instance_id, network: context.network }, 'restored instance has an address or CID another instance holds');
+      }
       const role = this.#catalog.roles.get(context.role);
       const sameChart = role && this.#logic.machineFor(role.manifest, options).chartVersion === record.chart_version;
       // A snapshot from another chart version cannot be trusted to fit; start over from pending
@@ -662,6 +675,9 @@ export class Host {
       const handle = this.#startInstance(context, options, sameChart ? record.snapshot : undefined);
       if (handle && !sameChart) this.#log.warn({ instance: context.instance_id }, 'chart changed since the snapshot; instance restarted from pending');
     }
+    // An allocation whose instance never committed a snapshot holds an address nobody uses.
+    const recorded = new Set(records.map((r) => r.id));
+    for (const allocation of this.#addresses.list()) if (!recorded.has(allocation.instance_id)) this.#addresses.release(allocation.instance_id);
     const observed = new Map((await this.#driver.describe()).map((vm) => [vm.instance_id, vm]));
     const gone: string[] = [];
     for (const handle of this.#instances.values()) {
@@ -719,6 +735,10 @@ export class Host {
     if (this.#closed) return;
     this.#closed = true;
     this.#unsubscribeExits();
+    // Snapshots are serialised lazily at commit: commit what the actors are now *before* stopping
+    // them, or a pending record would be produced from a stopped actor and restore as stopped.
+    await this.#store.flush();
+    this.#stoppingActors = true;
     for (const handle of this.#instances.values()) handle.actor.stop();
     for (const actor of this.#tenants.values()) actor.stop();
     await this.#store.close();

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { LocalName, NodeId, PoolId, RoleName, ProfileName, TenantId } from './ids.ts';
-import { formatIpv4, parseCidr } from './ipv4.ts';
+import { cidrContains, cidrLast, formatIpv4, parseCidr } from './ipv4.ts';
 import { Resources } from './profile-manifest.ts';
 import { Revision } from './revision.ts';
 
@@ -86,10 +86,54 @@ export const TenantSpec = z
         }
       })
       .describe('The tenant network, CIDR notation, host bits zero.'),
+    host_slice: z
+      .string()
+      .superRefine((value, ctx) => {
+        const cidr = parseCidr(value);
+        if (!cidr) ctx.addIssue({ code: 'custom', message: `host_slice "${value}" is not an IPv4 CIDR; write it like "10.20.1.64/26"` });
+        else if (cidr.address !== cidr.network) {
+          ctx.addIssue({ code: 'custom', message: `host_slice "${value}" has host bits set; did you mean "${formatIpv4(cidr.network)}/${cidr.prefix}"?` });
+        }
+      })
+      .optional()
+      .describe(
+        'The part of ipv4_subnet this host hands out to instances (CIDR inside ipv4_subnet). A coordinator that runs the tenant on several hosts gives each a disjoint slice, so addresses stay unique cluster-wide. Default: the whole subnet.',
+      ),
     quotas: Quotas.optional(),
     pools: z.array(PoolSpec),
   })
   .strict();
+
+/**
+ * The check of `host_slice` against its tenant's `ipv4_subnet` and pools (run by
+ * src/validation; a refinement on TenantSpec itself would stop the validator from extending it):
+ * the slice must lie inside the subnet and hold an address for every instance the pools ask for.
+ * Returns null when there is no slice or it fits.
+ */
+export function hostSliceProblem(
+  tenant: { tenant_id: string; ipv4_subnet: string; host_slice?: string | undefined },
+  instances: number,
+): { message: string; hint: string } | null {
+  if (tenant.host_slice === undefined) return null;
+  const subnet = parseCidr(tenant.ipv4_subnet);
+  const slice = parseCidr(tenant.host_slice);
+  if (!subnet || !slice) return null; // reported by the fields themselves
+  if (!cidrContains(subnet, slice)) {
+    return {
+      message: `host_slice ${tenant.host_slice} of tenant "${tenant.tenant_id}" is not inside its ipv4_subnet ${tenant.ipv4_subnet}`,
+      hint: `choose a slice within the subnet, like "${formatIpv4(subnet.network)}/${Math.min(30, subnet.prefix + 2)}"`,
+    };
+  }
+  // The subnet's network, gateway (.1) and broadcast addresses are never handed out.
+  const usable = Math.max(0, Math.min(cidrLast(slice), cidrLast(subnet) - 1) - Math.max(slice.network, subnet.network + 2) + 1);
+  if (instances > usable) {
+    return {
+      message: `host_slice ${tenant.host_slice} of tenant "${tenant.tenant_id}" has room for ${usable} instances but the pools ask for ${instances}`,
+      hint: 'use a wider host_slice (inside ipv4_subnet) or fewer instances',
+    };
+  }
+  return null;
+}
 
 export const DesiredState = z
   .object({

@@ -37,3 +37,17 @@ export function cidrSize(cidr: Ipv4Cidr): number {
 export function cidrsOverlap(a: Ipv4Cidr, b: Ipv4Cidr): boolean {
   return a.network < b.network + cidrSize(b) && b.network < a.network + cidrSize(a);
 }
+
+/** Last address of the block (its broadcast address). */
+export function cidrLast(cidr: Ipv4Cidr): number {
+  return cidr.network + cidrSize(cidr) - 1;
+}
+
+/** Is `inner` wholly inside `outer`? */
+export function cidrContains(outer: Ipv4Cidr, inner: Ipv4Cidr): boolean {
+  return inner.network >= outer.network && cidrLast(inner) <= cidrLast(outer);
+}
+
+export function formatCidr(cidr: Ipv4Cidr): string {
+  return `${formatIpv4(cidr.network)}/${cidr.prefix}`;
+}

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Catalog, LoadedRole } from '../catalog/catalog.ts';
 import { fromZodError, issue, type Issue } from '../common/issues.ts';
-import { DesiredState, PoolSpec as PoolSchema, TenantSpec, type PoolSpec, type TenantSpec as Tenant } from '../schemas/desired-state.ts';
+import { DesiredState, hostSliceProblem, PoolSpec as PoolSchema, TenantSpec, type PoolSpec, type TenantSpec as Tenant } from '../schemas/desired-state.ts';
 import { cidrSize, cidrsOverlap, parseCidr } from '../schemas/ipv4.ts';
 import { checkPoolAgainstCatalog } from './check-pool.ts';
 
@@ -205,6 +205,8 @@ function checkWithinTenant(entry: TenantEntry, catalog: Catalog, issues: Issue[]
   if (instances > capacity) {
     tenantProblem(['ipv4_subnet'], 'subnet_too_small', `${tenant.ipv4_subnet} has room for ${capacity} instances but the pools ask for ${instances}`, 'use a larger subnet');
   }
+  const slice = hostSliceProblem(tenant, instances);
+  if (slice) tenantProblem(['host_slice'], 'host_slice_unusable', slice.message, slice.hint);
   const quotas = tenant.quotas;
   if (quotas) {
     const sums = {

@@ -4,10 +4,11 @@ import { FakeFirecracker } from './fake-firecracker.ts';
 /**
  * The fake Firecracker as a process, started in place of the `firecracker` binary:
  *
- *   node --import tsx test/firecracker/fake-firecracker-main.ts --api-sock <path> [--call-log <file>] [--no-guest]
+ *   node --import tsx test/firecracker/fake-firecracker-main.ts --api-sock <path> [--call-log <file>] [--no-guest] [--chroot <dir>]
  *
  * Takes `--api-sock` like Firecracker (and ignores `--id`, `--level`, `--log-path`, which the
- * driver may pass). Exits 0 on SIGTERM or SIGINT, and 1 after a failed snapshot load, as
+ * driver may pass). `--chroot` is the fake jailer's: the paths the API is given resolve under it.
+ * Exits 0 on SIGTERM or SIGINT, and 1 after a failed snapshot load, as
  * Firecracker does.
  */
 
@@ -17,6 +18,7 @@ async function main(): Promise<void> {
       'api-sock': { type: 'string' },
       'call-log': { type: 'string' },
       'no-guest': { type: 'boolean' },
+      chroot: { type: 'string' },
       id: { type: 'string' },
       level: { type: 'string' },
       'log-path': { type: 'string' },
@@ -35,6 +37,7 @@ async function main(): Promise<void> {
   fake = await FakeFirecracker.start({
     apiSock,
     guest: values['no-guest'] !== true,
+    ...(values.chroot ? { root: values.chroot } : {}),
     ...(values['call-log'] ? { callLog: values['call-log'] } : {}),
     onFatal: (reason) => {
       process.stderr.write(`fake-firecracker: snapshot load failed, exiting: ${reason}\n`);

@@ -57,6 +57,12 @@ export interface FakeFirecrackerOptions {
   guest?: boolean;
   /** Called after a failed snapshot load (the process main exits, as Firecracker does). */
   onFatal?: (reason: string) => void;
+  /**
+   * The chroot the fake runs in, as the jailer leaves Firecracker: every path the API is given
+   * (kernel, drives, vsock socket, snapshot files) is resolved under it, as a chrooted process
+   * would see it. `apiSock` is a host path.
+   */
+  root?: string;
 }
 
 interface Drive {
@@ -113,6 +119,11 @@ export class FakeFirecracker {
       fake.#server.listen(options.apiSock, () => resolve());
     });
     return fake;
+  }
+
+  /** A path the API was given, as the (possibly chrooted) process opens it. */
+  #at(file: string): string {
+    return this.#options.root === undefined ? file : path.join(this.#options.root, file);
   }
 
   get state(): FakeState {
@@ -193,7 +204,7 @@ export class FakeFirecracker {
       case 'PUT /boot-source':
         for (const field of ['kernel_image_path', 'initrd_path'] as const) {
           const file = body[field];
-          if (typeof file === 'string' && !existsSync(file)) throw new Refusal(`Boot source error: cannot open ${field === 'kernel_image_path' ? 'kernel image' : 'initrd'} ${file}: No such file or directory (os error 2)`);
+          if (typeof file === 'string' && !existsSync(this.#at(file))) throw new Refusal(`Boot source error: cannot open ${field === 'kernel_image_path' ? 'kernel image' : 'initrd'} ${file}: No such file or directory (os error 2)`);
         }
         this.#bootSource = body;
         return undefined;
@@ -207,7 +218,7 @@ export class FakeFirecracker {
         const drive = body as unknown as Drive;
         if (drive.drive_id !== params.drive_id) throw new Refusal(`The id from the path (${params.drive_id}) does not match the id from the body (${drive.drive_id})!`);
         if (drive.path_on_host === undefined) throw new Refusal(`Drive ${drive.drive_id}: path_on_host is required for a virtio-block drive`);
-        if (!existsSync(drive.path_on_host)) throw new Refusal(`Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${drive.path_on_host}")`);
+        if (!existsSync(this.#at(drive.path_on_host))) throw new Refusal(`Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${drive.path_on_host}")`);
         if (drive.is_root_device && [...this.#drives.values()].some((d) => d.is_root_device && d.drive_id !== drive.drive_id)) throw new Refusal('A root block device already exists!');
         this.#drives.set(drive.drive_id, drive);
         return undefined;
@@ -260,10 +271,10 @@ export class FakeFirecracker {
       vsock: this.#vsock,
     };
     try {
-      await writeFile(String(body.snapshot_path), `${JSON.stringify(state)}\n`);
+      await writeFile(this.#at(String(body.snapshot_path)), `${JSON.stringify(state)}\n`);
       const memBytes = Number(this.#machineConfig?.mem_size_mib ?? 128) * 1024 * 1024;
-      await writeFile(String(body.mem_file_path), '');
-      await run('truncate', ['-s', String(memBytes), String(body.mem_file_path)]);
+      await writeFile(this.#at(String(body.mem_file_path)), '');
+      await run('truncate', ['-s', String(memBytes), this.#at(String(body.mem_file_path))]);
     } catch (error) {
       throw new Refusal(`Create snapshot error: cannot write the snapshot files: ${(error as Error).message}`);
     }
@@ -280,14 +291,14 @@ export class FakeFirecracker {
     if (memBackend && memBackend.backend_type !== 'File') throw new Refusal('The fake supports only the File memory backend.');
     let state: VmStateFile;
     try {
-      state = JSON.parse(await readFile(String(body.snapshot_path), 'utf8')) as VmStateFile;
+      state = JSON.parse(await readFile(this.#at(String(body.snapshot_path)), 'utf8')) as VmStateFile;
     } catch (error) {
       throw new Refusal(`Load snapshot error: cannot read the microVM state ${String(body.snapshot_path)}: ${(error as Error).message}`);
     }
     if (state.fake_firecracker_vmstate !== 1) throw new Refusal(`Load snapshot error: ${String(body.snapshot_path)} is not a snapshot state file`);
-    if (!existsSync(memPath)) throw new Refusal(`Load snapshot error: cannot open the memory file ${memPath}: No such file or directory (os error 2)`);
+    if (!existsSync(this.#at(memPath))) throw new Refusal(`Load snapshot error: cannot open the memory file ${memPath}: No such file or directory (os error 2)`);
     for (const drive of state.drives) {
-      if (drive.path_on_host && !existsSync(drive.path_on_host)) throw new Refusal(`Load snapshot error: block device ${drive.drive_id}: cannot open ${drive.path_on_host}: No such file or directory (os error 2)`);
+      if (drive.path_on_host && !existsSync(this.#at(drive.path_on_host))) throw new Refusal(`Load snapshot error: block device ${drive.drive_id}: cannot open ${drive.path_on_host}: No such file or directory (os error 2)`);
     }
     const overrides = (body.network_overrides ?? []) as { iface_id: string; host_dev_name: string }[];
     for (const override of overrides) {
@@ -325,13 +336,13 @@ export class FakeFirecracker {
   /** Extracts a drive whose ext4 label is `label` into `dir`; false when no drive has that label. */
   async #extractDrive(label: string, dir: string): Promise<boolean> {
     for (const drive of this.#drives.values()) {
-      if (!drive.path_on_host || !existsSync(drive.path_on_host)) continue;
-      const found = await run('e2label', [drive.path_on_host]).then(
+      if (!drive.path_on_host || !existsSync(this.#at(drive.path_on_host))) continue;
+      const found = await run('e2label', [this.#at(drive.path_on_host)]).then(
         (r) => r.stdout.trim(),
         () => null,
       );
       if (found !== label) continue;
-      await run('debugfs', ['-R', `rdump / ${dir}`, drive.path_on_host]);
+      await run('debugfs', ['-R', `rdump / ${dir}`, this.#at(drive.path_on_host)]);
       return true;
     }
     return false;
@@ -354,7 +365,7 @@ export class FakeFirecracker {
     const listener = await unixSocketTransport(agentSocket).listen((stream) => agent.handleConnection(stream));
     const config = JSON.parse(await readFile(path.join(configDir, 'mvm.json'), 'utf8').catch(() => '{}')) as { vsock?: { agent_port?: number } };
     const agentPort = config.vsock?.agent_port ?? 1024;
-    const vmm = await VmmSocket.start({ udsPath: this.#vsock.uds_path, guestPorts: { [agentPort]: agentSocket } });
+    const vmm = await VmmSocket.start({ udsPath: this.#at(this.#vsock.uds_path), guestPorts: { [agentPort]: agentSocket } });
     this.#guest = { vmm, agent, listener, dir };
   }
 
@@ -364,7 +375,7 @@ export class FakeFirecracker {
     guest.agent.closeConnections();
     await guest.vmm.close();
     const config = JSON.parse(await readFile(path.join(guest.dir, 'config', 'mvm.json'), 'utf8').catch(() => '{}')) as { vsock?: { agent_port?: number } };
-    guest.vmm = await VmmSocket.start({ udsPath: this.#vsock.uds_path, guestPorts: { [config.vsock?.agent_port ?? 1024]: path.join(guest.dir, 'agent.sock') } });
+    guest.vmm = await VmmSocket.start({ udsPath: this.#at(this.#vsock.uds_path), guestPorts: { [config.vsock?.agent_port ?? 1024]: path.join(guest.dir, 'agent.sock') } });
   }
 
   async #stopGuest(): Promise<void> {

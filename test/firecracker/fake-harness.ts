@@ -20,6 +20,7 @@ import type { FakeCall } from './fake-firecracker.ts';
  */
 
 const FAKE_MAIN = fileURLToPath(new URL('./fake-firecracker-main.ts', import.meta.url));
+const FAKE_JAILER_MAIN = fileURLToPath(new URL('./fake-jailer-main.ts', import.meta.url));
 const TSX_LOADER = fileURLToPath(import.meta.resolve('tsx'));
 
 export const MANIFEST_A = `sha256:${'a'.repeat(64)}`;
@@ -30,6 +31,8 @@ export interface FakeRig {
   firecrackerBin: string;
   callLog: string;
   bundles: Map<string, ResolvedBundle>;
+  /** Under the fake jailer: its chroot base and the log of what each start parsed (one JSON line each). */
+  jail: { chrootBase: string; jailerBin: string; log: string } | null;
   driver: FirecrackerDriver;
   /** A new driver on the same state dir (a restarted control plane). */
   newDriver(): FirecrackerDriver;
@@ -42,6 +45,14 @@ export interface FakeRig {
 export function writeFakeFirecrackerBin(dir: string, callLog: string): string {
   const bin = path.join(dir, 'firecracker');
   writeFileSync(bin, `#!/bin/sh\nexec "${process.execPath}" --import "${TSX_LOADER}" "${FAKE_MAIN}" --call-log "${callLog}" "$@"\n`);
+  chmodSync(bin, 0o755);
+  return bin;
+}
+
+/** Writes an executable that runs the fake jailer in place of `jailer`, logging each start to `jailLog`. */
+export function writeFakeJailerBin(dir: string, jailLog: string): string {
+  const bin = path.join(dir, 'jailer');
+  writeFileSync(bin, `#!/bin/sh\nexec "${process.execPath}" --import "${TSX_LOADER}" "${FAKE_JAILER_MAIN}" --jail-log "${jailLog}" "$@"\n`);
   chmodSync(bin, 0o755);
   return bin;
 }
@@ -61,11 +72,20 @@ export function fakeBundle(dir: string, name: string, manifestHash: string): Res
   };
 }
 
-export function makeFakeRig(options: { stopGraceMs?: number } = {}): FakeRig {
+export function makeFakeRig(options: { stopGraceMs?: number; jailed?: boolean } = {}): FakeRig {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fc-'));
   const stateDir = path.join(dir, 's');
   const callLog = path.join(dir, 'calls.jsonl');
   const firecrackerBin = writeFakeFirecrackerBin(dir, callLog);
+  let jail: FakeRig['jail'] = null;
+  if (options.jailed) {
+    // The jailed fake runs as the instance's uid: it must reach its wrapper script and the call log.
+    chmodSync(dir, 0o755);
+    writeFileSync(callLog, '', { mode: 0o666 });
+    chmodSync(callLog, 0o666);
+    const log = path.join(dir, 'jail.jsonl');
+    jail = { chrootBase: path.join(dir, 'j'), jailerBin: writeFakeJailerBin(dir, log), log };
+  }
   const bundles = new Map<string, ResolvedBundle>([
     ['bundle-a', fakeBundle(dir, 'bundle-a', MANIFEST_A)],
     ['bundle-b', fakeBundle(dir, 'bundle-b', `sha256:${'b'.repeat(64)}`)],
@@ -84,6 +104,7 @@ export function makeFakeRig(options: { stopGraceMs?: number } = {}): FakeRig {
         },
       },
       images: { buildFilesImage, ensureDataImage },
+      ...(jail ? { jailer: { jailerBin: jail.jailerBin, chrootBase: jail.chrootBase } } : {}),
       ids: sequentialIds(),
       stopGraceMs: options.stopGraceMs ?? 2000,
       adoptedPollMs: 50,
@@ -98,6 +119,7 @@ export function makeFakeRig(options: { stopGraceMs?: number } = {}): FakeRig {
     firecrackerBin,
     callLog,
     bundles,
+    jail,
     driver,
     newDriver,
     calls: () => {
@@ -150,6 +172,8 @@ export function agentSpec(instanceId: string, handlers = ['ping', 'readiness', '
   };
   return {
     ...base,
+    // The contract tenant's 10.200.0.0/24, as DrivePlanner.spec derives it from the tenant.
+    network: { ...base.network, gateway: '10.200.0.1', prefix_len: 24 },
     vsock: { agent_port: 5000, handlers },
     drives: base.drives.map((d) => (d.name === 'config' ? { ...d, files: { 'mvm.json': JSON.stringify(mvm) } } : d)),
   };

@@ -72,7 +72,7 @@ describe('a real Firecracker microVM (MVM_FIRECRACKER_BIN and MVM_BUNDLE_DIR are
       profile: 'base',
       revision: { artifacts: 'e2e-bundle', config_version: 1, secrets_epoch: 1 },
       resources: { vcpus: 1, mem_mib: 512, data_disk_mib: 64 },
-      network: { ipv4: '10.250.0.2', mac: '06:00:0a:fa:00:02', tap: TAP, vsock_cid: 3 },
+      network: { ipv4: '10.250.0.2', mac: '06:00:0a:fa:00:02', tap: TAP, vsock_cid: 3, gateway: '10.250.0.1', prefix_len: 24 },
       drives: role.drives.map((d) => {
         const files: Record<string, string> = d.persistence === 'versioned' ? { 'mvm.json': JSON.stringify(mvm) } : {};
         return { ...d, size_mib: 64, files };

@@ -4,10 +4,13 @@ import { pino, type Level } from 'pino';
 import { systemClock } from '../../common/clock.ts';
 import { ArtifactStore } from '../../bundle/artifact-store.ts';
 import { createFakeDriver } from '../../driver/fake-driver.ts';
-import { createFirecrackerDriver } from '../../driver/firecracker/firecracker-driver.ts';
+import { createFirecrackerDriver, type TapManager } from '../../driver/firecracker/firecracker-driver.ts';
+import { HostNetworkSync, TenantLookup } from '../../driver/firecracker/tenant-networking.ts';
 import { createSimDriver } from '../../driver/sim/sim-driver.ts';
 import type { VmmDriver } from '../../driver/vmm-driver.ts';
-import { createHost } from '../../host/host.ts';
+import { createHost, type ApplyResult, type Host } from '../../host/host.ts';
+import { HostNetwork } from '../../net/host-network.ts';
+import { NetOptions } from '../../net/nft-ruleset.ts';
 import { buildFilesImage, ensureDataImage } from '../../firecracker/drive-images.ts';
 import { createServer } from '../../server/create-server.ts';
 import { loadOrCreateToken, readToken, tokenFileFor } from '../../server/token.ts';
@@ -23,11 +26,31 @@ export interface ServeOptions {
   desired?: string | undefined;
   tokenFile?: string | undefined;
   logLevel: string;
-  /** `--driver firecracker`: the firecracker binary, the jailer (not supported yet) and the artifact store. */
+  /** `--driver firecracker`: the firecracker binary, the jailer and its chroot base, and the artifact store. */
   firecrackerBin?: string | undefined;
   jailerBin?: string | undefined;
+  chrootBase?: string | undefined;
   artifactsDir?: string | undefined;
+  /**
+   * `--network host` (default with --driver firecracker): serve creates each tenant's bridge and
+   * each instance's tap and applies the nftables ruleset after every apply. `--network none`:
+   * the operator provides both (e.g. with `mvm-actors net apply`); taps must exist before boot.
+   */
+  network?: string | undefined;
+  /** Same as `net --ingress-port-base`: tenant ingress listens on base + tenant_net_id. */
+  ingressPortBase?: string | undefined;
+  /** `--driver sim --openclaw`: run the real OpenClaw gateway and node hosts (root and the pinned install needed). */
+  openclaw?: boolean | undefined;
 }
+
+/** What `--driver firecracker` needs from serve's tenant networking. */
+export interface FirecrackerNetworking {
+  tenants: TenantLookup;
+  taps: TapManager | undefined;
+}
+
+/** Where jailed VMs get their chroots when --chroot-base is not given. */
+export const DEFAULT_CHROOT_BASE = '/srv/jailer';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -42,20 +65,56 @@ function parseListen(listen: string): { host: string; port: number } {
  * The VMM driver for `--driver`: `sim` runs each VM as real processes under <data-dir>/sim (they
  * outlive serve); `fake` keeps its in-memory "VMs" in a file, so restarting serve leaves them too.
  */
-export function makeDriver(kind: string, dataDir: string, firecracker: Pick<ServeOptions, 'firecrackerBin' | 'jailerBin' | 'artifactsDir'> = {}): VmmDriver {
-  if (kind === 'sim') return createSimDriver({ stateDir: path.join(dataDir, 'sim'), clock: systemClock });
+export function makeDriver(
+  kind: string,
+  dataDir: string,
+  firecracker: Pick<ServeOptions, 'firecrackerBin' | 'jailerBin' | 'chrootBase' | 'artifactsDir' | 'openclaw'> = {},
+  networking: FirecrackerNetworking = { tenants: new TenantLookup(), taps: undefined },
+): VmmDriver {
+  if (kind === 'sim') return createSimDriver({ stateDir: path.join(dataDir, 'sim'), clock: systemClock, openclaw: firecracker.openclaw ? 'require' : 'off' });
   if (kind === 'firecracker') {
     if (!firecracker.firecrackerBin) throw new UsageError('--driver firecracker needs --firecracker-bin PATH (the firecracker binary)');
-    if (firecracker.jailerBin) throw new UsageError('--jailer-bin: the Firecracker driver does not run VMs under the jailer yet; leave it out to run firecracker directly');
+    if (firecracker.chrootBase && !firecracker.jailerBin) throw new UsageError('--chroot-base is for the jailer; give --jailer-bin PATH too, or leave --chroot-base out');
     return createFirecrackerDriver({
       stateDir: path.join(dataDir, 'firecracker'),
       clock: systemClock,
       firecrackerBin: path.resolve(firecracker.firecrackerBin),
       artifacts: new ArtifactStore(path.resolve(firecracker.artifactsDir ?? path.join(dataDir, 'artifacts'))),
       images: { buildFilesImage, ensureDataImage },
+      ...(networking.taps ? { taps: networking.taps } : {}),
+      // Until the host builds specs with the tenant's gateway and prefix length, take them from the applied desired state.
+      guestNetwork: (spec) => networking.tenants.guestNetwork(spec),
+      ...(firecracker.jailerBin ? { jailer: { jailerBin: path.resolve(firecracker.jailerBin), chrootBase: path.resolve(firecracker.chrootBase ?? DEFAULT_CHROOT_BASE) } } : {}),
     });
   }
   return createFakeDriver({ clock: systemClock, stateFile: path.join(dataDir, 'fake-hypervisor.json') });
+}
+
+/**
+ * Every successful apply, through the API or --desired, is followed by a network sync before it
+ * answers; a sync failure is added to the apply's issues (path `network`), so the caller sees it,
+ * while the applied desired state stands. The host has no post-apply hook, so serve wraps its
+ * apply on this one instance.
+ */
+function withNetworkSync(host: Host, sync: HostNetworkSync): void {
+  const apply = host.apply.bind(host);
+  host.apply = async (document: unknown): Promise<ApplyResult> => {
+    const result = await apply(document);
+    if (!result.applied) return result;
+    const status = await sync.sync();
+    if (status.state !== 'failed') return result;
+    return {
+      ...result,
+      issues: [
+        ...result.issues,
+        { path: 'network', segments: ['network'], message: `desired state applied, but the host network sync failed: ${status.error}`, code: 'network-sync-failed', hint: 'fix the cause and apply again, or run `mvm-actors net apply`' },
+      ],
+    };
+  };
+  // Ingress targets follow the instances: re-sync when one is created or destroyed.
+  host.subscribe((event) => {
+    if (event.type === 'transition' && (event.from === null || event.to === 'destroyed')) void sync.sync();
+  });
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
@@ -74,6 +133,16 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
   if (options.driver !== 'fake' && options.driver !== 'sim' && options.driver !== 'firecracker') {
     throw new UsageError(`--driver ${options.driver}: choose firecracker, sim or fake`);
   }
+  const networkMode = options.network ?? (options.driver === 'firecracker' ? 'host' : 'none');
+  if (networkMode !== 'host' && networkMode !== 'none') throw new UsageError(`--network ${networkMode}: choose host (serve manages bridges, taps and nftables) or none (the operator does)`);
+  if (networkMode === 'host' && options.driver !== 'firecracker') throw new UsageError(`--network host: only --driver firecracker uses host networking; leave --network out with --driver ${options.driver}`);
+  if (networkMode === 'host' && process.getuid?.() !== 0) throw new UsageError('--driver firecracker manages bridges, taps and nftables, which needs root; run serve as root, or pass --network none and set up the network yourself (`mvm-actors net apply`)');
+  if (options.ingressPortBase !== undefined && !/^\d{1,5}$/.test(options.ingressPortBase)) throw new UsageError(`--ingress-port-base ${options.ingressPortBase}: expected a port number`);
+  // The ruleset protects the port serve listens on; with port 0 it is known only after listen,
+  // so the options are completed then (no sync runs before).
+  const netOptions: { controlPorts: number[]; ingressPortBase?: number } = { controlPorts: [port], ...(options.ingressPortBase !== undefined ? { ingressPortBase: Number(options.ingressPortBase) } : {}) };
+  const checked = NetOptions.safeParse({ ...netOptions, controlPorts: [port || 1] });
+  if (!checked.success) throw new UsageError(checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   const dataDir = path.resolve(options.dataDir ?? defaultDataDir());
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const token = options.tokenFile ? readToken(options.tokenFile) : loadOrCreateToken(tokenFileFor(dataDir));
@@ -84,16 +153,29 @@ export async function serveCommand(options: ServeOptions, output: Output): Promi
     { level: options.logLevel as Level, base: { component: 'mvm-actors' } },
     process.stderr.isTTY ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,component' } }) : pino.destination(2),
   );
-  const driver = makeDriver(options.driver, dataDir, options);
+  const tenants = new TenantLookup();
+  const networkSync =
+    networkMode === 'host' ? new HostNetworkSync({ network: new HostNetwork(), tenants, netOptions, clock: systemClock, log: logger.child({ part: 'host-network' }) }) : null;
+  const driver = makeDriver(options.driver, dataDir, options, { tenants, taps: networkSync ?? undefined });
   const host = await createHost({ dataDir, driver, logger, clock: systemClock, ...(options.roles ? { roles: options.roles } : {}) });
+  tenants.bind(host);
+  networkSync?.bind(host);
   if (options.desired) {
     const result = await host.apply(await readJsonFile(options.desired));
     if (!result.applied) logger.error({ refusal: result.refusal, issues: result.issues }, 'desired state at start not applied');
   }
+  // Every apply through the API syncs the network before it answers (enabled once listening).
+  if (networkSync) withNetworkSync(host, networkSync);
   const app = await createServer(host, { token, logger });
   await app.listen({ host: bindHost, port });
   const address = app.server.address();
   const actualPort = typeof address === 'object' && address ? address.port : port;
+  if (networkSync) {
+    netOptions.controlPorts = [actualPort];
+    networkSync.enable();
+    // Bridges and the ruleset for what was restored (and --desired): VMs adopted after a restart keep their network.
+    await networkSync.sync();
+  }
   const url = `http://${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:${actualPort}`;
   writeFileSync(serverFileFor(dataDir), `${JSON.stringify({ url, pid: process.pid, token_file: options.tokenFile ?? tokenFileFor(dataDir) })}\n`, { mode: 0o600 });
   logger.info({ url, dataDir, instances: host.instances().length, generation: host.generation }, 'serving');

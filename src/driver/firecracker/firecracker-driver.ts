@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../../common/clock.ts';
 import { type IdSource, randomIds } from '../../common/ids.ts';
 import { FirecrackerApiClient, FirecrackerApiError, type InstanceInfo } from '../../firecracker/api-client.ts';
-import { type BundleBootFiles, type GuestNetwork, IFACE_ID, buildVmConfig } from '../../firecracker/vm-config.ts';
+import { type JailPlan, jailIdsFor, planJail, prepareChroot } from '../../firecracker/jailer.ts';
+import { type BundleBootFiles, type GuestNetwork, type InstancePaths, IFACE_ID, buildVmConfig } from '../../firecracker/vm-config.ts';
 import { InstanceId, LocalName } from '../../schemas/ids.ts';
 import type { ServiceSpec } from '../../schemas/role-manifest.ts';
 import { VsockError } from '../../vsock/errors.ts';
@@ -21,9 +22,14 @@ import { readPidRecord, startVmm, writePidRecord } from './vmm-process.ts';
  * its API socket (src/firecracker/api-client.ts), with ext4 drive images and a vsock device whose
  * host side speaks the guest agent protocol (src/vsock/).
  *
- * - boot: images (config kept per content, data created once, secrets built fresh), a detached
- *   Firecracker process with a pid file, then machine-config, boot-source, drives, network
- *   interface, vsock and InstanceStart; the secrets image is deleted once the guest runs.
+ * - boot: images (config kept per content, data created once, secrets built fresh), the tap on
+ *   the tenant bridge, a detached Firecracker process with a pid file, then machine-config,
+ *   boot-source (the kernel's static IP with the tenant's gateway and prefix length from the
+ *   spec), drives, network interface, vsock and InstanceStart; the secrets image is deleted once
+ *   the guest runs.
+ * - under the jailer (option `jailer`): the jailer is started instead, with the instance's own
+ *   uid/gid (from its vsock CID), cgroup v2 limits from the pool's resources, and every file the
+ *   VMM opens hard-linked into its chroot; every path the API sees is chroot-relative.
  * - pause/resume: PATCH /vm Paused/Resumed (warm).
  * - snapshot (sleep): pause, PUT /snapshot/create (Full), record what it is tied to, stop the
  *   process; the data image stays.
@@ -70,8 +76,14 @@ export interface FirecrackerDriverOptions {
   artifacts: BundleResolver;
   images: DriveImageTools;
   taps?: TapManager;
-  /** The tenant network as the guest configures it. Default: a /24 with the gateway at .1. */
-  guestNetwork?: (spec: InstanceSpec) => GuestNetwork;
+  /**
+   * The tenant network as the guest configures it, for specs that do not carry
+   * `network.gateway` and `network.prefix_len` (DrivePlanner.spec with the tenant does). Without
+   * either, boot is refused: a guessed netmask would silently cut a guest off from its tenant.
+   */
+  guestNetwork?: (spec: InstanceSpec) => GuestNetwork | undefined;
+  /** Run each VMM under Firecracker's jailer instead of directly. */
+  jailer?: JailerOptions;
   ids?: IdSource;
   /** How long stop waits after SIGTERM before SIGKILL (clock ms). */
   stopGraceMs?: number;
@@ -79,6 +91,15 @@ export interface FirecrackerDriverOptions {
   adoptedPollMs?: number;
   /** How long a fresh process may take to answer on its API socket. */
   apiReadyMs?: number;
+}
+
+export interface JailerOptions {
+  /** The `jailer` binary. */
+  jailerBin: string;
+  /** `--chroot-base-dir`: each VM's chroot is `<chrootBase>/<firecracker file name>/<instance>/root`. */
+  chrootBase: string;
+  /** First uid/gid of the per-instance range (jailIdsFor's base; the instance's vsock CID is the index). */
+  idBase?: number;
 }
 
 const POLL_MS = 10;
@@ -100,9 +121,19 @@ interface RuntimeRecord {
   spec: InstanceSpec;
 }
 
-export function defaultGuestNetwork(spec: InstanceSpec): GuestNetwork {
-  const octets = spec.network.ipv4.split('.');
-  return { gateway: `${octets[0]}.${octets[1]}.${octets[2]}.1`, prefixLength: 24 };
+/** The guest's gateway and prefix length: from the spec (the tenant's addressing), else the option, else a refusal. */
+export function guestNetworkFor(op: DriverOp, spec: InstanceSpec, fallback?: (spec: InstanceSpec) => GuestNetwork | undefined): GuestNetwork {
+  const { gateway, prefix_len } = spec.network;
+  if (gateway !== undefined && prefix_len !== undefined) return { gateway, prefixLength: prefix_len };
+  const given = fallback?.(spec);
+  if (given) return given;
+  throw new DriverError(
+    op,
+    spec.instance_id,
+    'guest-network-unknown',
+    `the spec has no network.gateway and network.prefix_len for tenant "${spec.tenant_id}"; build it with the tenant (DrivePlanner.spec(..., tenant)) or give the driver a guestNetwork option`,
+    false,
+  );
 }
 
 export class FirecrackerDriver implements VmmDriver {
@@ -181,12 +212,14 @@ export class FirecrackerDriver implements VmmDriver {
       const bundle = await this.#bundle('boot', spec);
       // This boot starts from the bundle: a snapshot left from an earlier sleep is stale now.
       await rm(layout.snapshotDir, { recursive: true, force: true });
+      if (layout.jail) await rm(layout.jail.snapshotDir, { recursive: true, force: true });
+      const config = buildVmConfig(spec, bundle, this.#paths(spec, bundle, layout), guestNetworkFor('boot', spec, this.#options.guestNetwork));
       await this.#writeSecrets(spec, layout);
       try {
-        const config = buildVmConfig(spec, bundle, this.#paths(spec, layout), (this.#options.guestNetwork ?? defaultGuestNetwork)(spec));
         await writeFile(layout.configFile, `${JSON.stringify(config, null, 2)}\n`);
         await this.#options.taps?.ensureTap(spec);
-        const client = await this.#spawn('boot', spec, layout, ctx, check);
+        const jail = await this.#prepareJail('boot', spec, layout, this.#jailFiles(spec, bundle, layout, false));
+        const client = await this.#spawn('boot', spec, layout, ctx, check, jail);
         try {
           await bootSequence(client, config, this.#requestOptions(ctx));
         } catch (error) {
@@ -270,10 +303,26 @@ export class FirecrackerDriver implements VmmDriver {
       const bundle = await this.#bundle('snapshot', spec);
       await rm(layout.snapshotDir, { recursive: true, force: true });
       await mkdir(layout.snapshotDir, { recursive: true, mode: 0o700 });
+      const jail = layout.jail;
+      if (jail) {
+        // The jailed VMM writes into its chroot's /snapshot, which only its uid may write.
+        await rm(jail.snapshotDir, { recursive: true, force: true });
+        await mkdir(jail.snapshotDir, { recursive: true, mode: 0o700 });
+        if (process.getuid?.() === 0) {
+          const ids = this.#jailIds('snapshot', spec);
+          await chown(jail.snapshotDir, ids.uid, ids.gid);
+        }
+      }
+      const files = jail ? { snapshotPath: jail.inside.snapshotState, memPath: jail.inside.snapshotMemory } : { snapshotPath: layout.snapshotState, memPath: layout.snapshotMemory };
       try {
-        await sleepSequence(this.#client(layout), { snapshotPath: layout.snapshotState, memPath: layout.snapshotMemory, type: 'Full' }, this.#requestOptions(ctx));
+        await sleepSequence(this.#client(layout), { ...files, type: 'Full' }, this.#requestOptions(ctx));
       } catch (error) {
         throw this.#apiError('snapshot', id, error);
+      }
+      if (jail) {
+        // Out of the jail before the record commits the sleep: the jailed process may not alter it later.
+        await moveFile(path.join(jail.chrootDir, jail.inside.snapshotState), layout.snapshotState);
+        await moveFile(path.join(jail.chrootDir, jail.inside.snapshotMemory), layout.snapshotMemory);
       }
       const record = {
         snapshot_id: this.#ids.next('snap'),
@@ -317,11 +366,19 @@ export class FirecrackerDriver implements VmmDriver {
       await this.#writeSecrets(spec, layout);
       try {
         await this.#options.taps?.ensureTap(spec);
-        const client = await this.#spawn('restore', spec, layout, ctx, check);
+        const jail = await this.#prepareJail('restore', spec, layout, this.#jailFiles(spec, bundle, layout, true));
+        const client = await this.#spawn('restore', spec, layout, ctx, check, jail);
+        const inside = layout.jail?.inside;
         try {
           await wakeSequence(
             client,
-            { snapshotPath: layout.snapshotState, memPath: layout.snapshotMemory, network: [{ iface_id: IFACE_ID, host_dev_name: spec.network.tap }], vsockUds: layout.vsockSocket, trackDirtyPages: false },
+            {
+              snapshotPath: inside?.snapshotState ?? layout.snapshotState,
+              memPath: inside?.snapshotMemory ?? layout.snapshotMemory,
+              network: [{ iface_id: IFACE_ID, host_dev_name: spec.network.tap }],
+              vsockUds: inside?.vsock ?? layout.vsockSocket,
+              trackDirtyPages: false,
+            },
             this.#requestOptions(ctx),
           );
         } catch (error) {
@@ -352,6 +409,7 @@ export class FirecrackerDriver implements VmmDriver {
       await this.#shutDown(instanceId, layout, check);
       const spec = await this.#lastSpecForTap(layout);
       if (spec) await this.#options.taps?.removeTap(spec);
+      if (layout.jail) await rm(layout.jail.jailDir, { recursive: true, force: true });
       await rm(layout.dir, { recursive: true, force: true });
       this.#tracked.delete(instanceId);
     });
@@ -362,7 +420,7 @@ export class FirecrackerDriver implements VmmDriver {
     const out: ObservedVm[] = [];
     for (const name of names.sort()) {
       if (!InstanceId.safeParse(name).success) continue;
-      const layout = firecrackerLayout(path.join(this.#vmsDir, name));
+      const layout = firecrackerLayout(path.join(this.#vmsDir, name), this.#chrootDir(name));
       if (!(await stat(layout.dir).then((s) => s.isDirectory(), () => false))) continue;
       const snapshot = await readSnapshotRecord(layout.snapshotRecord);
       let state: ObservedVm['state'] = 'stopped';
@@ -409,7 +467,60 @@ export class FirecrackerDriver implements VmmDriver {
     if (!InstanceId.safeParse(instanceId).success) throw new DriverError(op, String(instanceId), 'bad-instance-id', `not a valid instance id: ${JSON.stringify(instanceId)}`, false);
     const dir = path.join(this.#vmsDir, instanceId);
     if (path.dirname(dir) !== this.#vmsDir) throw new DriverError(op, instanceId, 'bad-instance-id', 'instance id escapes the state directory', false);
-    return firecrackerLayout(dir);
+    return firecrackerLayout(dir, this.#chrootDir(instanceId));
+  }
+
+  /** The jailer's chroot for the instance (it derives it from --chroot-base-dir, the exec file's name and --id), or null unjailed. */
+  #chrootDir(instanceId: string): string | null {
+    const jailer = this.#options.jailer;
+    return jailer ? path.join(path.resolve(jailer.chrootBase), path.basename(this.#options.firecrackerBin), instanceId, 'root') : null;
+  }
+
+  #jailIds(op: DriverOp, spec: InstanceSpec): { uid: number; gid: number } {
+    try {
+      // The vsock CID is unique per host and persisted with the instance: so is its uid.
+      return jailIdsFor(spec.network.vsock_cid, this.#options.jailer?.idBase);
+    } catch (error) {
+      throw new DriverError(op, spec.instance_id, 'jail', (error as Error).message, false);
+    }
+  }
+
+  /** Host file -> path inside the chroot, for every file a jailed VMM opens at this boot or wake. */
+  #jailFiles(spec: InstanceSpec, bundle: ResolvedBundle, layout: FirecrackerLayout, withSnapshot: boolean): Record<string, string> {
+    const inside = layout.jail?.inside;
+    if (!inside) return {};
+    const files: Record<string, string> = { [bundle.kernel]: inside.kernel, [bundle.rootfs]: inside.rootfs };
+    if (bundle.initrd) files[bundle.initrd] = inside.initrd;
+    for (const drive of spec.drives) files[layout.drive(drive.name)] = inside.drive(drive.name);
+    if (withSnapshot) {
+      files[layout.snapshotState] = inside.snapshotState;
+      files[layout.snapshotMemory] = inside.snapshotMemory;
+    }
+    return files;
+  }
+
+  /** Plans the jail and links its files into the chroot; null when this driver runs Firecracker unjailed. */
+  async #prepareJail(op: DriverOp, spec: InstanceSpec, layout: FirecrackerLayout, files: Record<string, string>): Promise<JailPlan | null> {
+    const jailer = this.#options.jailer;
+    if (!jailer || !layout.jail) return null;
+    let plan: JailPlan;
+    try {
+      plan = planJail({
+        jailerBin: jailer.jailerBin,
+        firecrackerBin: this.#options.firecrackerBin,
+        instanceId: spec.instance_id,
+        chrootBase: path.resolve(jailer.chrootBase),
+        ...this.#jailIds(op, spec),
+        // The project's Resources name it mem_mib; the jail plan sizes memory.max from memory_mib.
+        resources: { vcpus: spec.resources.vcpus, memory_mib: spec.resources.mem_mib },
+        files,
+      });
+    } catch (error) {
+      if (error instanceof DriverError) throw error;
+      throw new DriverError(op, spec.instance_id, 'jail', (error as Error).message, false);
+    }
+    await prepareChroot(plan);
+    return plan;
   }
 
   #driveName(op: DriverOp, instanceId: string, name: string): string {
@@ -495,8 +606,17 @@ export class FirecrackerDriver implements VmmDriver {
     return bundle;
   }
 
-  #paths(spec: InstanceSpec, layout: FirecrackerLayout) {
-    return { drives: Object.fromEntries(spec.drives.map((d) => [d.name, layout.drive(d.name)])), vsockUds: layout.vsockSocket };
+  /** The paths the VMM is given: host paths, or chroot-relative ones under the jailer. */
+  #paths(spec: InstanceSpec, bundle: ResolvedBundle, layout: FirecrackerLayout): InstancePaths {
+    const inside = layout.jail?.inside;
+    if (!inside) return { drives: Object.fromEntries(spec.drives.map((d) => [d.name, layout.drive(d.name)])), vsockUds: layout.vsockSocket };
+    return {
+      drives: Object.fromEntries(spec.drives.map((d) => [d.name, inside.drive(d.name)])),
+      vsockUds: inside.vsock,
+      kernel: inside.kernel,
+      initrd: bundle.initrd ? inside.initrd : null,
+      rootfs: inside.rootfs,
+    };
   }
 
   async #requireDrives(op: DriverOp, spec: InstanceSpec, layout: FirecrackerLayout): Promise<void> {
@@ -516,11 +636,15 @@ export class FirecrackerDriver implements VmmDriver {
 
   /** Firecracker keeps the image open; the file itself must not outlive the boot or wake. */
   async #deleteSecrets(spec: InstanceSpec, layout: FirecrackerLayout): Promise<void> {
-    for (const drive of spec.drives.filter((d) => d.persistence === 'ephemeral')) await rm(layout.drive(drive.name), { force: true });
+    for (const drive of spec.drives.filter((d) => d.persistence === 'ephemeral')) {
+      await rm(layout.drive(drive.name), { force: true });
+      // Its hard link in the jail is the same file under another name.
+      if (layout.jail) await rm(path.join(layout.jail.chrootDir, layout.jail.inside.drive(drive.name)), { force: true });
+    }
   }
 
   /** Starts a Firecracker process for the instance and waits until its API answers. */
-  async #spawn(op: DriverOp, spec: InstanceSpec, layout: FirecrackerLayout, ctx: OpContext, check: () => void): Promise<FirecrackerApiClient> {
+  async #spawn(op: DriverOp, spec: InstanceSpec, layout: FirecrackerLayout, ctx: OpContext, check: () => void, jail: JailPlan | null): Promise<FirecrackerApiClient> {
     const id = spec.instance_id;
     await rm(layout.apiSocket, { force: true });
     await rm(layout.vsockSocket, { force: true });
@@ -528,7 +652,9 @@ export class FirecrackerDriver implements VmmDriver {
     await writeAtomic(layout.runtimeFile, `${JSON.stringify(runtime)}\n`);
     let started;
     try {
-      started = startVmm({ file: this.#options.firecrackerBin, args: ['--api-sock', layout.apiSocket, ...(this.#options.firecrackerArgs ?? [])], stdoutLog: layout.stdoutLog, stderrLog: layout.stderrLog });
+      // The jailer execs Firecracker in place (same pid), so the pid record covers both.
+      const [file, ...args] = jail ? [...jail.argv, ...(this.#options.firecrackerArgs ?? [])] : [this.#options.firecrackerBin, '--api-sock', layout.apiSocket, ...(this.#options.firecrackerArgs ?? [])];
+      started = startVmm({ file: file!, args, stdoutLog: layout.stdoutLog, stderrLog: layout.stderrLog });
     } catch (error) {
       throw new DriverError(op, id, 'spawn', (error as Error).message, true);
     }
@@ -626,9 +752,11 @@ export class FirecrackerDriver implements VmmDriver {
       if (name.endsWith('.ext4.tmp')) await rm(path.join(layout.drivesDir, name), { force: true });
     }
     const spec = await this.#lastSpecForTap(layout);
-    for (const drive of spec?.drives.filter((d) => d.persistence === 'ephemeral') ?? []) await rm(layout.drive(drive.name), { force: true });
+    if (spec) await this.#deleteSecrets(spec, layout);
     // Without a snapshot record, snapshot files are only the memory a restored VM was mapping.
     if (!(await readSnapshotRecord(layout.snapshotRecord))) await rm(layout.snapshotDir, { recursive: true, force: true });
+    // A jail's snapshot files are links to (or copies of) the ones above: never the record.
+    if (layout.jail) await rm(layout.jail.snapshotDir, { recursive: true, force: true });
   }
 
   /** Watches a VM this driver did not start (it was running before): polled with the clock. */
@@ -686,6 +814,17 @@ async function exists(file: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** rename(2), or a copy when the jail is on another filesystem than the VM's directory. */
+async function moveFile(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+    await copyFile(from, to);
+    await rm(from, { force: true });
+  }
 }
 
 async function writeAtomic(file: string, text: string): Promise<void> {
