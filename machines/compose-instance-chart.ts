@@ -87,7 +87,19 @@ function serviceRegions(role: RoleManifest): Record<string, StateConfig> {
       on: { [`deadline.${ready}`]: failTo(`service ${service.name} not ready within ${service.readiness.timeout_s}s`) },
       states: {
         probing: {
-          invoke: [{ id: `checkReadiness.${service.name}`, src: 'checkReadiness', input: { service: service.name }, onDone: { target: 'ready' }, onError: { target: 'retrying' } }],
+          invoke: [
+            {
+              id: `checkReadiness.${service.name}`,
+              src: 'checkReadiness',
+              input: { service: service.name },
+              onDone: { target: 'ready' },
+              // A final refusal (wrong credentials) fails at once with the driver's code, instead of probing until the timeout.
+              onError: [
+                { guard: { type: 'finalError' }, target: '#vm.failed', actions: [act('recordFailure', { what: `service ${service.name} not ready`, with_error: true })] },
+                { target: 'retrying' },
+              ],
+            },
+          ],
         },
         retrying: {
           entry: [act('armDeadline', { name: probe, seconds: service.readiness.interval_s, from: 'now' })],

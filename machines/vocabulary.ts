@@ -11,7 +11,7 @@ export const ACTIONS = {
   armDeadline: 'Store an absolute deadline: params { name, seconds, from: "now" | "running_since" }.',
   recordPreflight: 'Keep the preflight result (secrets present, drives missing) from the preflight actor.',
   recordRefusal: 'Set the machine-readable refusal reason from the preflight result.',
-  recordFailure: 'Set the failure reason from the error of the effect that failed: params { what }.',
+  recordFailure: 'Set the failure reason from the error of the effect that failed: params { what, with_error? } (with_error: append the error code and message).',
   recordBoot: 'Set booted_at and the booted manifest hash (what teardown and drift reports use).',
   markRunning: 'Set running_since: minimum runtimes count from boot or wake.',
   countRestart: 'Record a restart for the restart budget.',
@@ -30,6 +30,7 @@ export const GUARDS = {
   secretsPresent: 'Every secret in params { secrets } is present for the current secrets epoch.',
   minRuntimeElapsed: 'At least params { seconds } have passed since running_since.',
   restartAllowed: 'The restart policy params { policy, max, window_s } allows another restart now.',
+  finalError: "The effect's error is final (the driver says retrying cannot help, e.g. the service refused the credentials).",
 } as const;
 
 export const ACTORS = {

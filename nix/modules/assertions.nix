@@ -131,6 +131,10 @@ let
     }
     (uniqueIn "depends_on" "role" (d: d.role) role.depends_on)
     {
+      assertion = role.depends_on != [ ] || !(builtins.any (x: x.generate == "openclaw-setup-code") role.secrets);
+      message = inRole "a secret with generate = \"openclaw-setup-code\" is minted by the gateway this role depends on, but depends_on is empty";
+    }
+    {
       assertion = elem role.profiles.default role.profiles.allowed;
       message = inRole "profiles.default \"${role.profiles.default}\" is not in profiles.allowed";
     }

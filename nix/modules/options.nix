@@ -62,6 +62,7 @@ let
     "secrets-reload"
     "connector-status"
     "job-status"
+    "openclaw-setup-code"
   ];
 
   # Element types of the role's lists. Option defaults come from defaults.<element>.
@@ -326,9 +327,9 @@ let
         description = "What the secret is for (one line; never its value).";
       };
       generate = mkOption {
-        type = types.nullOr (types.enum [ "token" ]);
+        type = types.nullOr (types.enum [ "token" "openclaw-setup-code" ]);
         default = defaults.secret.generate;
-        description = "`token`: the control plane mints it on first need (random, 256 bits); `null`: an operator supplies it.";
+        description = "`token`: the control plane mints it on first need (random, 256 bits); `openclaw-setup-code`: a single-use OpenClaw node setup code, minted at every boot and wake by the tenant gateway this role depends on (never stored); `null`: an operator supplies it.";
       };
     };
   };

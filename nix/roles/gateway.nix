@@ -76,6 +76,9 @@ in
         "config-reload"
         "secrets-reload"
         "connector-status"
+        # Mints a single-use node setup code over the gateway's own loopback, where OpenClaw
+        # approves the agent as an operator; the host hands it to a worker of this tenant.
+        "openclaw-setup-code"
       ];
     };
     depends_on = [ ];

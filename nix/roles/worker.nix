@@ -71,6 +71,11 @@ in
         description = "The tenant gateway's auth token, used by the node host to connect.";
         generate = "token";
       }
+      {
+        name = "node-setup-code";
+        description = "Single-use OpenClaw node setup code, minted by this tenant's gateway at every boot and wake; the node host pairs with it once, then reconnects with the device token it keeps on /data.";
+        generate = "openclaw-setup-code";
+      }
     ];
     lifecycle = {
       disposable = false;

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { InstanceId, LocalName, RoleName, SecretName, TenantId } from '../schemas/ids.ts';
-import { PortSpec, VsockHandler } from '../schemas/role-manifest.ts';
+import { PortSpec, ReadinessCheck, SecretSpec, ServiceConfigSpec, VsockHandler } from '../schemas/role-manifest.ts';
 import { describeZodError, DependencyEndpoint } from '../vsock/protocol.ts';
 
 /**
@@ -18,6 +18,12 @@ export const GuestService = z.looseObject({
   name: LocalName,
   program: z.string().min(1),
   ports: z.array(LocalName),
+  args: z.array(z.string()).default([]),
+  /** How the service's readiness is judged (the role manifest's check); older config drives carry none. */
+  readiness: ReadinessCheck.optional(),
+  /** The generated config file this service reads from the config drive (e.g. openclaw.json). */
+  config: ServiceConfigSpec.optional(),
+  stop_timeout_s: z.number().int().min(1).optional(),
 });
 export type GuestService = z.infer<typeof GuestService>;
 
@@ -33,6 +39,8 @@ export const GuestConfig = z.looseObject({
   vsock: z.looseObject({ agent_port: z.number().int().min(1).max(0xffff_ffff), handlers: z.array(VsockHandler) }),
   connectors: z.array(GuestConnector).default([]),
   depends_on: z.array(DependencyEndpoint).default([]),
+  /** Which file on the secrets drive is which (names and kinds, never values). */
+  secrets: z.array(SecretSpec.pick({ name: true, generate: true })).default([]),
 });
 export type GuestConfig = z.infer<typeof GuestConfig>;
 

@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { type Clock, systemClock } from '../common/clock.ts';
 import {
@@ -13,6 +15,7 @@ import { AgentError } from './agent-error.ts';
 import { type GuestConfig, type GuestService, loadGuestConfig } from './config.ts';
 import { type SecretFiles, diffSecrets, readSecretsDir } from './secrets.ts';
 import { type ServiceProbe, defaultServiceProbe } from './service-probe.ts';
+import type { OpenClawGuest } from './openclaw-guest.ts';
 import { GuestSession } from './session.ts';
 import { type JobStatusSource, type WorkTracker, fileJobStatus, noWork } from './work.ts';
 
@@ -46,7 +49,18 @@ export interface GuestAgentOptions {
   jobs?: JobStatusSource;
   work?: WorkTracker;
   log?: AgentLog;
+  /**
+   * The real OpenClaw gateway's side of the agent (readiness over its protocol, setup codes,
+   * secrets.reload), or null while none runs here (a simulated stand-in is probed like any
+   * service). A function: the runner knows only after launching which services are real.
+   */
+  openclaw?: () => OpenClawGuest | null;
+  /** Restarts one service (a changed generated config needs a restart); absent: config-reload restarts nothing. */
+  restartService?: (name: string) => Promise<void>;
 }
+
+/** The generated config files services read, by file name, as last seen on the config drive. */
+type ConfigFiles = Map<string, string>;
 
 type Handlers = { [V in Verb]: (args: VerbArgs<V>) => Promise<VerbResult<V>> };
 
@@ -65,6 +79,7 @@ export class GuestAgent {
   #secretsEpoch: number | null;
   #entropySeed: Buffer | null = null;
   #restores = 0;
+  #configFiles: ConfigFiles = new Map();
 
   private constructor(options: GuestAgentOptions) {
     this.#options = options;
@@ -82,6 +97,7 @@ export class GuestAgent {
     const agent = new GuestAgent(options);
     // Failure is recorded in configError and reported in the hello; the agent still answers ping.
     await agent.#loadConfig().catch(() => {});
+    agent.#configFiles = await agent.#readConfigFiles();
     try {
       agent.#secrets = await readSecretsDir(options.secretsDir);
     } catch (error) {
@@ -163,6 +179,17 @@ export class GuestAgent {
     return loaded.config;
   }
 
+  /** The generated files the services read (openclaw.json), to tell which service a new config version changes. */
+  async #readConfigFiles(): Promise<ConfigFiles> {
+    const files: ConfigFiles = new Map();
+    for (const service of this.#config?.services ?? []) {
+      if (!service.config) continue;
+      const text = await readFile(path.join(path.dirname(this.#options.configPath), service.config.file), 'utf8').catch(() => '');
+      files.set(service.config.file, text);
+    }
+    return files;
+  }
+
   async #readSecrets(): Promise<SecretFiles> {
     try {
       return await readSecretsDir(this.#options.secretsDir);
@@ -185,8 +212,9 @@ export class GuestAgent {
   }
 
   async #probeAll(services: GuestService[]) {
-    const ports = this.#requireConfig().ports;
-    return Promise.all(services.map(async (service) => ({ service, result: await this.#probe.probe(service, ports) })));
+    const config = this.#requireConfig();
+    const openclaw = this.#options.openclaw?.() ?? null;
+    return Promise.all(services.map(async (service) => ({ service, result: (await openclaw?.probe(service, config)) ?? (await this.#probe.probe(service, config.ports)) })));
   }
 
   readonly #handlers: Handlers = {
@@ -251,7 +279,20 @@ export class GuestAgent {
     'config-reload': async ({ config_version }) => {
       const previous = this.#config?.config_version ?? null;
       const config = await this.#loadConfig();
-      this.log.info({ config_version: config.config_version, requested: config_version }, 'config reloaded');
+      // Only a service whose own generated config changed is restarted; the others keep running.
+      const before = this.#configFiles;
+      this.#configFiles = await this.#readConfigFiles();
+      const changed = config.services.filter((s) => s.config && before.get(s.config.file) !== this.#configFiles.get(s.config.file)).map((s) => s.name);
+      if (this.#options.restartService) {
+        for (const name of changed) {
+          try {
+            await this.#options.restartService(name);
+          } catch (error) {
+            throw new AgentError('internal', `restarting ${name} for config version ${config.config_version} failed: ${(error as Error).message}`);
+          }
+        }
+      }
+      this.log.info({ config_version: config.config_version, requested: config_version, restarted: changed }, 'config reloaded');
       return { config_version: config.config_version, previous_config_version: previous, applied: config.config_version === config_version };
     },
 
@@ -261,7 +302,10 @@ export class GuestAgent {
       const previous = this.#secretsEpoch;
       this.#secrets = secrets;
       this.#secretsEpoch = secrets_epoch;
-      this.log.info({ secrets_epoch, ...diff }, 'secrets reloaded');
+      // OpenClaw reads its token files at start; secrets.reload makes it read the new ones now.
+      const openclaw = this.#options.openclaw?.() ?? null;
+      const reloaded = openclaw !== null && (diff.added.length > 0 || diff.changed.length > 0 || diff.removed.length > 0) ? await openclaw.reloadSecrets(this.#requireConfig()) : false;
+      this.log.info({ secrets_epoch, ...diff, openclaw_reloaded: reloaded }, 'secrets reloaded');
       return { secrets_epoch, previous_secrets_epoch: previous, secrets: [...secrets.keys()], ...diff };
     },
 
@@ -283,6 +327,12 @@ export class GuestAgent {
           };
         }),
       };
+    },
+
+    'openclaw-setup-code': async () => {
+      const openclaw = this.#options.openclaw?.() ?? null;
+      if (openclaw === null) throw new AgentError('unsupported', 'no real OpenClaw gateway runs in this guest, so it cannot mint a node setup code');
+      return openclaw.mintSetupCode(this.#requireConfig());
     },
 
     'job-status': async () => {

@@ -27,7 +27,7 @@ const ConnectorInput = z
 export const OpenClawConfigInput = z
   .object({
     format: z.enum(['openclaw-gateway', 'openclaw-node']),
-    config_version: z.number().int().min(1),
+    config_version: z.number().int().min(0),
     tenant_id: z.string().min(1),
     instance_id: z.string().min(1),
     mounts: OpenClawMounts,

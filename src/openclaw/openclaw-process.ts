@@ -20,6 +20,8 @@ export interface StartOptions {
   /** stdout and stderr go here (the process's own log file is set in its config). */
   logFile: string;
   clock: Clock;
+  /** Working directory (default: this process's); a VM passes its data drive, the one path sure to exist in its mount namespace. */
+  cwd?: string;
 }
 
 export interface StopResult {
@@ -49,6 +51,7 @@ export class OpenClawProcess {
     try {
       const child = spawn(options.install.node, [options.install.entry, ...options.args], {
         env: options.env,
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
         stdio: ['ignore', log, log],
         // Its own process group, so stop() reaches the respawned child and its workers.
         detached: true,

@@ -21,6 +21,7 @@ export const VSOCK_HANDLERS = [
   'secrets-reload',
   'connector-status',
   'job-status',
+  'openclaw-setup-code',
 ] as const;
 export const VsockHandler = z.enum(VSOCK_HANDLERS);
 
@@ -142,9 +143,11 @@ export const SecretSpec = z
     name: SecretName,
     description: z.string().min(1),
     generate: z
-      .enum(['token'])
+      .enum(['token', 'openclaw-setup-code'])
       .nullable()
-      .describe('"token": the control plane mints it on first need; null: an operator supplies it.'),
+      .describe(
+        '"token": the control plane mints it on first need; "openclaw-setup-code": a single-use OpenClaw node setup code the tenant gateway named by depends_on mints (through its guest agent) at every boot and wake, never stored; null: an operator supplies it.',
+      ),
   })
   .strict();
 
@@ -265,6 +268,11 @@ export const RoleManifest = z
     if (!role.sleep.allowed && !role.sleep.warm_allowed && role.sleep.floor > 0) {
       problem(['sleep', 'floor'], 'a sleep floor only applies to roles that may sleep or warm; set it to 0');
     }
+    role.secrets.forEach((secret, i) => {
+      if (secret.generate === 'openclaw-setup-code' && role.depends_on.length === 0) {
+        problem(['secrets', i, 'generate'], `secret "${secret.name}" is an openclaw-setup-code, minted by the gateway this role depends on, but depends_on is empty; add the gateway role to depends_on`);
+      }
+    });
     if (role.secrets.length > 0 && !role.drives.some((d) => d.persistence === 'ephemeral')) {
       problem(['secrets'], 'the role needs secrets but declares no ephemeral secrets drive');
     }

@@ -117,7 +117,8 @@ export class SecretStore {
   }
 
   #mintable(tenant: string, spec: SecretSpec): boolean {
-    return !this.has(tenant, spec.name) && spec.generate !== null && !this.#load(tenant).secrets[spec.name]?.revoked;
+    // Only tokens are the store's to mint; a setup code is minted per boot by the tenant gateway and never stored.
+    return !this.has(tenant, spec.name) && spec.generate === 'token' && !this.#load(tenant).secrets[spec.name]?.revoked;
   }
 
   /** Mints a secret the control plane may generate, if it is missing and not revoked. Returns whether it is present. */

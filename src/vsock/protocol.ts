@@ -116,8 +116,9 @@ const Target = {
   tenant_id: TenantId.optional(),
 };
 
-export const ServiceState = z.enum(['ready', 'not-ready', 'unknown']);
-export const ServiceProbeKind = z.enum(['tcp', 'process', 'none']);
+/** failed: will not become ready without a change (wrong credentials, refused by the service); not-ready: may still become ready. */
+export const ServiceState = z.enum(['ready', 'not-ready', 'failed', 'unknown']);
+export const ServiceProbeKind = z.enum(['tcp', 'process', 'openclaw-handshake', 'none']);
 const ServiceReport = z
   .object({
     name: LocalName,
@@ -159,6 +160,7 @@ export const VerbArgs = {
   'secrets-reload': z.object({ ...Target, secrets_epoch: SecretsEpoch }).strict(),
   'connector-status': z.object({ ...Target, connector: LocalName.optional() }).strict(),
   'job-status': z.object({ ...Target }).strict(),
+  'openclaw-setup-code': z.object({ ...Target }).strict(),
 } as const satisfies Record<Verb, z.ZodType>;
 
 /** An instance this guest depends on (its tenant's gateway, for a worker), as the config drive names it. */
@@ -224,6 +226,13 @@ export const VerbResults = {
       message: Message.nullable(),
     })
     .strict(),
+  'openclaw-setup-code': z
+    .object({
+      setup_code: z.string().min(1).max(4096).describe('A single-use OpenClaw node setup code (a credential: it goes only onto a worker secrets drive of the same tenant).'),
+      expires_at_ms: z.number().int().min(0),
+      gateway_url: z.string().max(256).describe('The endpoint the code names (the gateway tenant address and port).'),
+    })
+    .strict(),
 } as const satisfies Record<Verb, z.ZodType>;
 
 export type VerbArgs<V extends Verb> = z.infer<(typeof VerbArgs)[V]>;
@@ -249,6 +258,7 @@ export const Request = z
     requestSchema('secrets-reload'),
     requestSchema('connector-status'),
     requestSchema('job-status'),
+    requestSchema('openclaw-setup-code'),
   ])
   .meta({ id: 'VsockRequest' });
 export type Request = z.infer<typeof Request>;

@@ -32,7 +32,7 @@ describe('mvm-actors roles', () => {
     expect(stdout).toMatch(/^4 roles from /);
     expect(stdout).toMatch(/^worker {2}sha256:[0-9a-f]{12}$/m);
     expect(stdout).toMatch(/^ {2}depends on +gateway ready \(tenant\)$/m);
-    expect(stdout).toContain('openclaw-gateway: openclaw gateway run --bind lan --auth token [ready: http :18789/readyz -> 200; stop 20s]');
+    expect(stdout).toContain('openclaw-gateway: openclaw gateway run [ready: openclaw /readyz + connect :18789 as operator (operator.read) with secret gateway-token -> hello-ok; stop 20s]');
   });
 
   it('refuses a manifest directory in /nix/store', async () => {

@@ -165,6 +165,8 @@ function modelMachine(chart: ChartConfig, role: RoleManifest, usesMinRuntime: bo
       secretsPresent: ({ context }, params: { secrets: string[] }) => params.secrets.every((s) => required.has(s) || context.known),
       minRuntimeElapsed: ({ context }) => context.elapsed,
       restartAllowed: ({ context }, params: { policy: string; max: number }) => params.policy !== 'never' && context.restarts < params.max,
+      // The model's probes fail only as "not ready yet"; final refusals are covered by test/openclaw/sim-openclaw.test.ts.
+      finalError: () => false,
     },
   });
   const config = toModelConfig(chart, usesMinRuntime);

@@ -25,7 +25,7 @@ describe('role manifest rules', () => {
     ['an ext4 label over 16 characters', (m) => (m.drives[0].label = 'mvm-data-volume-01'), 'drives[0].label', /1-16 characters/],
     ['a relative mount point', (m) => (m.drives[0].mount = 'data'), 'drives[0].mount', /absolute/],
     ['a port above 65535', (m) => (m.ports[0].port = 70000), 'ports[0].port', /65535/],
-    ['an unknown vsock handler', (m) => m.vsock.handlers.push('shell'), 'vsock.handlers[8]', /Invalid option/],
+    ['an unknown vsock handler', (m) => m.vsock.handlers.push('shell'), 'vsock.handlers[9]', /Invalid option/],
     ['a dependency on itself', (m) => (m.depends_on = [{ role: 'gateway', condition: 'ready', scope: 'tenant' }]), 'depends_on', /cannot depend on itself/],
     ['a disposable role that sleeps', (m) => (m.lifecycle.disposable = true), 'sleep.allowed', /disposable role runs to completion/],
     ['a disposable role with persistent drives', (m) => Object.assign(m, { lifecycle: { ...m.lifecycle, disposable: true }, sleep: { ...m.sleep, allowed: false, warm_allowed: false, floor: 0 } }), 'drives[0].persistence', /no persistent tenant state/],

@@ -153,6 +153,7 @@ describe('protocol definition', () => {
       'secrets-reload': { secrets_epoch: 4 },
       'connector-status': { connector: 'telegram' },
       'job-status': { instance_id: 'acme-builds-0', tenant_id: 'acme' },
+      'openclaw-setup-code': {},
     };
     for (const verb of VERBS) expect(Request.safeParse({ type: 'request', id: 1, verb, args: valid[verb] }).success, verb).toBe(true);
     expect(VerbArgs.drain.safeParse({}).success).toBe(false);

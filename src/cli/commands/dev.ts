@@ -17,6 +17,8 @@ export interface DevOptions {
   stateDir?: string | undefined;
   listen: string;
   down: boolean;
+  /** Run the real OpenClaw gateway and node hosts (root and `npm run openclaw:install` needed). */
+  openclaw?: boolean;
 }
 
 /**
@@ -108,7 +110,7 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
   if (!Number.isInteger(options.tenants) || options.tenants < 1 || options.tenants > 200) throw new UsageError('--tenants must be a whole number from 1 to 200');
   const stateDir = path.resolve(options.stateDir ?? path.join(defaultDataDir(), 'dev'));
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const driver = createSimDriver({ stateDir: path.join(stateDir, 'sim'), clock: systemClock });
+  const driver = createSimDriver({ stateDir: path.join(stateDir, 'sim'), clock: systemClock, openclaw: options.openclaw ? 'require' : 'off' });
 
   if (options.down) {
     const release = holdProcessOpen(); // stop waits out its grace period on the clock
@@ -168,15 +170,20 @@ export async function devCommand(options: DevOptions, output: Output): Promise<n
   const widths = [0, 1, 2, 3].map((c) => Math.max(...rows.map((r) => r[c]!.length), ['INSTANCE', 'ROLE', 'STATUS', 'IP'][c]!.length));
   const fmt = (r: string[]) => r.map((v, c) => (c < 4 ? v.padEnd(widths[c]!) : v)).join('  ').trimEnd();
   output.out([fmt(['INSTANCE', 'ROLE', 'STATUS', 'IP', 'REASON']), ...rows.map(fmt)].join('\n'));
-  // Say which services are stand-ins: the real OpenClaw gateway and node host need their own install.
+  // Say which services are real (--openclaw) and which are stand-ins.
   const simulated = new Set<string>();
+  const real = new Set<string>();
   for (const instance of host.instances()) {
-    const listening = new Map(((await driver.simulatedServices(instance.instance_id))?.simulated ?? []).map((s) => [s.service, s.port]));
+    const services = (await driver.simulatedServices(instance.instance_id)) as { simulated?: { service: string; port: number }[]; real?: { service: string }[] } | null;
+    const listening = new Map((services?.simulated ?? []).map((s) => [s.service, s.port]));
+    const realNames = new Set((services?.real ?? []).map((s) => s.service));
     for (const service of host.catalog.roles.get(instance.role)?.manifest.services ?? []) {
       const port = listening.get(service.name);
-      simulated.add(`${instance.role}: ${service.name} (${service.program}, simulated${port ? ` on :${port}` : ''})`);
+      if (realNames.has(service.name)) real.add(`${instance.role}: ${service.name} (${service.program} ${driver.openclaw?.version ?? ''}, real)`);
+      else simulated.add(`${instance.role}: ${service.name} (${service.program}, simulated${port ? ` on :${port}` : ''})`);
     }
   }
+  if (real.size > 0) output.out(`real services: ${[...real].sort().join('; ')}`);
   output.out(`simulated services: ${[...simulated].sort().join('; ') || 'none'}`);
   output.out(isolationLine(driver));
   output.out('Ctrl-C stops the control plane (the VMs keep running); `mvm-actors dev --down` stops the VMs');

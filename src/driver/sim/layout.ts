@@ -19,6 +19,8 @@ export interface VmLayout {
   /** Firecracker's vsock `uds_path`. */
   vsockSocket: string;
   snapshotFile: string;
+  /** The VM's /tmp (bind-mounted there for a VM that runs real OpenClaw). */
+  tmpDir: string;
   stdoutLog: string;
   stderrLog: string;
 }
@@ -38,6 +40,7 @@ export function vmLayout(vmDir: string): VmLayout {
     servicesFile: path.join(runDir, 'services.json'),
     vsockSocket: path.join(vmDir, 'vsock.sock'),
     snapshotFile: path.join(vmDir, 'snapshot.json'),
+    tmpDir: path.join(vmDir, 'tmp'),
     stdoutLog: path.join(vmDir, 'vm.out.log'),
     stderrLog: path.join(vmDir, 'vm.err.log'),
   };
@@ -61,6 +64,24 @@ export interface RunnerConfig {
    * driver's user (no root, or isolation off).
    */
   identity: { uid: number; gid: number } | null;
+  /**
+   * Real OpenClaw services (openclaw-launcher.ts), or null: every service is a simulated stand-in.
+   * With it the runner starts inside the VM's own network namespace (vm-netns.ts, entered by `ip
+   * netns exec`, which also gives it a private mount namespace) and, still as root, bind-mounts
+   * each drive at its guest mount point, the VM's tmp at /tmp and the OpenClaw install at its
+   * image path, so everything runs with a real guest's paths and writes nothing elsewhere.
+   */
+  openclaw?: {
+    /** Host directory -> guest path (`read_only` remounts it read-only). */
+    mounts: { host: string; guest: string; read_only: boolean }[];
+    node: string;
+    entry: string;
+    data: string;
+    secrets: string;
+    config: string;
+  } | null;
+  /** How long the VM may take to stop (its services' stop_timeout_s) before SIGKILL. */
+  stop_grace_ms?: number;
 }
 
 /** 10.200.0.2 -> 127.200.0.2: one loopback address per VM, so tenants' services may share a port. */

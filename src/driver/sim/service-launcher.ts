@@ -21,6 +21,8 @@ export interface LaunchedService {
   /** What listens where; `simulated` says whether it is a stand-in for the real program. */
   listening: { port_name: string; address: string; port: number }[];
   simulated: boolean;
+  /** Whether the service's process still runs (a stand-in inside the runner always does). */
+  running?: () => boolean;
   stop(): Promise<void>;
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,11 +8,13 @@ import type { Clock } from '../../common/clock.ts';
 import { type IdSource, randomIds } from '../../common/ids.ts';
 import { InstanceId, LocalName } from '../../schemas/ids.ts';
 import type { ServiceSpec } from '../../schemas/role-manifest.ts';
+import { findOpenClaw, requireOpenClaw, type OpenClawInstall } from '../../openclaw/install-location.ts';
 import { connectGuestAgent, type VsockHostClient } from '../../vsock/host-client.ts';
 import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
 import { type RunnerConfig, type VmLayout, loopbackFor, vmLayout } from './layout.ts';
 import { type PidRecord, isStopped, liveProcess, readProcStat, signalGroup } from './proc.ts';
 import { type TenantIdentity, type TenantIsolation, type TenantIsolationOption, resolveIsolation, tenantIdentity } from './tenant-identity.ts';
+import { ensureVmNetwork, inNetns, removeVmNetwork, vmNetwork } from './vm-netns.ts';
 
 /**
  * The dev-mode simulation driver (issue 5, section 1). Each microVM is a real, detached process
@@ -46,6 +48,24 @@ export interface SimDriverOptions {
    * process's user. Asking for uids without root throws.
    */
   isolation?: TenantIsolationOption;
+  /**
+   * Run the real OpenClaw for services whose manifest declares an OpenClaw config
+   * (`services[].config.format`): 'require' fails here unless the pinned install is present and
+   * this process is root (each such VM gets its own network and mount namespace); 'auto' uses it
+   * when both hold; 'off' (the default) simulates every service.
+   */
+  openclaw?: 'auto' | 'off' | 'require';
+  /** Where the pinned OpenClaw install is (default: findOpenClaw's). */
+  openclawDir?: string;
+}
+
+/** Where a VM sees the OpenClaw install: its image path in a real guest (nix/profiles/openclaw-*.nix). */
+const GUEST_OPENCLAW_DIR = '/opt/mvm-openclaw';
+
+/** The parts of the config drive's mvm.json the driver reads itself. */
+interface DriveConfig {
+  services?: { name: string; config?: { format: string }; stop_timeout_s?: number }[];
+  minted_secrets?: { name: string; verb: 'openclaw-setup-code'; from_instance: string }[];
 }
 
 const RUNNER = fileURLToPath(new URL('./vm-runner.ts', import.meta.url));
@@ -72,6 +92,8 @@ export class SimDriver implements VmmDriver {
   readonly #nodePath: string;
   /** Per-tenant uids, or null: paths only (see tenant-identity.ts). */
   readonly isolation: TenantIsolation | null;
+  /** The OpenClaw install real services run with, or null: all services simulated. */
+  readonly openclaw: OpenClawInstall | null;
   readonly #tracked = new Map<string, Tracked>();
   readonly #listeners = new Set<(exit: VmExit) => void>();
   #pollTimer: unknown = null;
@@ -86,6 +108,7 @@ export class SimDriver implements VmmDriver {
     this.#adoptedPollMs = options.adoptedPollMs ?? 1000;
     this.#nodePath = options.nodePath ?? process.execPath;
     this.isolation = resolveIsolation(options.isolation);
+    this.openclaw = resolveOpenClaw(options.openclaw ?? 'off', options.openclawDir);
   }
 
   // --- the port ---
@@ -113,7 +136,7 @@ export class SimDriver implements VmmDriver {
           case 'ephemeral':
             // Secrets: this boot's contents only, readable by the VM's user only.
             await rm(dir, { recursive: true, force: true });
-            await writeDrive(dir, drive.files, { dirMode: 0o700, fileMode: 0o600 });
+            await writeDrive(dir, { ...drive.files, ...(await this.#mintSecrets(spec, layout, check)) }, { dirMode: 0o700, fileMode: 0o600 });
             if (identity) await ownTree(dir, identity.uid, identity.gid, 0o700);
             break;
           case 'versioned':
@@ -144,6 +167,9 @@ export class SimDriver implements VmmDriver {
       });
       try {
         const answer = await client.request('readiness', { service: service.name }, { deadlineMs: this.#remaining(ctx, 5000) });
+        // A final refusal (e.g. OpenClaw's AUTH_TOKEN_MISMATCH) is not retried: its code goes to the instance.
+        const failed = answer.services.find((s) => s.state === 'failed');
+        if (failed) throw new DriverError('checkReadiness', spec.instance_id, /^([a-z]+:[A-Z0-9_]+)/.exec(failed.detail ?? '')?.[1] ?? 'service-failed', `${service.name} failed: ${failed.detail ?? 'no detail'}`, false);
         if (!answer.ready) throw notReady(answer.services.map((s) => `${s.name}: ${s.state}${s.detail ? ` (${s.detail})` : ''}`).join('; '));
       } catch (error) {
         if (error instanceof DriverError) throw error;
@@ -158,6 +184,8 @@ export class SimDriver implements VmmDriver {
     return this.#op('pause', instanceId, ctx, async (layout, check) => {
       const record = this.#requireLive('pause', instanceId, layout);
       signalGroup(record.pid, 'SIGSTOP');
+      // Real services run in process groups of their own: paused with the VM, as a VM's vCPUs are.
+      for (const pid of await serviceGroups(layout, record.pid)) signalGroup(pid, 'SIGSTOP');
       await this.#waitFor(check, () => {
         const stat = liveProcess(record);
         return !stat || isStopped(stat);
@@ -168,6 +196,7 @@ export class SimDriver implements VmmDriver {
   resume(instanceId: string, ctx: OpContext): Promise<void> {
     return this.#op('resume', instanceId, ctx, async (layout, check) => {
       const record = this.#requireLive('resume', instanceId, layout);
+      for (const pid of await serviceGroups(layout, record.pid)) signalGroup(pid, 'SIGCONT');
       signalGroup(record.pid, 'SIGCONT');
       await this.#waitFor(check, () => {
         const stat = liveProcess(record);
@@ -411,13 +440,31 @@ export class SimDriver implements VmmDriver {
         secrets_epoch: spec.revision.secrets_epoch,
         identity: this.#identityOf(op, spec),
       };
+      const driveConfig = readDriveConfig(spec);
+      const real = this.openclaw !== null && (driveConfig.services ?? []).some((s) => s.config?.format?.startsWith('openclaw-'));
+      let prefix: string[] = [];
+      if (real) {
+        const net = vmNetwork(this.stateDir, spec);
+        await ensureVmNetwork(net).catch((error: Error) => {
+          throw new DriverError(op, id, 'network', `cannot set up the VM's network namespace: ${error.message}`, true);
+        });
+        // The VM's own /tmp: a fresh one per boot, as a guest's tmpfs.
+        await rm(layout.tmpDir, { recursive: true, force: true });
+        await mkdir(layout.tmpDir, { mode: 0o700 });
+        if (runner.identity) await lchown(layout.tmpDir, runner.identity.uid, runner.identity.gid);
+        runner.loopback = spec.network.ipv4;
+        runner.openclaw = this.#guestMounts(spec, layout);
+        runner.stop_grace_ms = Math.max(this.#stopGraceMs, ...(driveConfig.services ?? []).map((s) => (s.stop_timeout_s ?? 0) * 1000 + 2000));
+        prefix = inNetns(net);
+      }
       await writeAtomic(layout.runnerFile, `${JSON.stringify(runner, null, 2)}\n`);
       await rm(layout.readyFile, { force: true });
       // The host's logs of the VM: not for other tenants' eyes.
       const out = openSync(layout.stdoutLog, 'a', 0o600);
       const err = openSync(layout.stderrLog, 'a', 0o600);
+      const command = prefix.length > 0 ? ['ip', [...prefix, this.#nodePath, '--import', 'tsx', RUNNER, layout.dir]] as const : [this.#nodePath, ['--import', 'tsx', RUNNER, layout.dir]] as const;
       const spawn = () =>
-        execa(this.#nodePath, ['--import', 'tsx', RUNNER, layout.dir], {
+        execa(command[0], [...command[1]], {
           cwd: PACKAGE_ROOT,
           detached: true,
           cleanup: false,
@@ -460,14 +507,18 @@ export class SimDriver implements VmmDriver {
   /** Stops the VM's processes (SIGTERM, SIGKILL after the grace period) and removes its secrets drive and runtime files. */
   async #shutDown(instanceId: string, layout: VmLayout, check: () => void): Promise<void> {
     const record = this.#liveRecord(layout);
+    const runnerBefore = await this.#runnerConfig(layout).catch(() => null);
     if (record) {
       const tracked = this.#tracked.get(instanceId);
       if (tracked && tracked.record.pid === record.pid) tracked.expected = true;
       else this.#tracked.set(instanceId, { record, expected: true, child: false });
+      const services = await serviceGroups(layout, record.pid);
       signalGroup(record.pid, 'SIGTERM');
       // A paused VM only sees SIGTERM once it runs again.
       signalGroup(record.pid, 'SIGCONT');
-      const killAt = this.#clock.now() + this.#stopGraceMs;
+      for (const pid of services) signalGroup(pid, 'SIGCONT');
+      // The runner stops each real service within its stop_timeout_s; the VM as a whole gets that long too.
+      const killAt = this.#clock.now() + Math.max(this.#stopGraceMs, runnerBefore?.stop_grace_ms ?? 0);
       let killed = false;
       await this.#waitFor(check, () => {
         if (!liveProcess(record)) return true;
@@ -477,12 +528,68 @@ export class SimDriver implements VmmDriver {
         }
         return false;
       });
+      // Whatever a killed runner left of its services goes with it, and stop returns once it is gone.
+      for (const pid of services) signalGroup(pid, 'SIGKILL');
+      await this.#waitFor(check, () => !services.some(groupAlive));
+    }
+    if (runnerBefore?.openclaw) {
+      await removeVmNetwork(vmNetwork(this.stateDir, { instance_id: instanceId, tenant_id: runnerBefore.tenant_id, network: { ipv4: runnerBefore.loopback } }));
+      await rm(layout.tmpDir, { recursive: true, force: true });
     }
     await rm(layout.pidFile, { force: true });
     await rm(layout.runDir, { recursive: true, force: true });
     await rm(layout.vsockSocket, { force: true });
     const runner = await this.#runnerConfig(layout).catch(() => null);
     await rm(runner?.secrets_dir ?? layout.drive('secrets'), { recursive: true, force: true });
+  }
+
+  /** Drives at their guest mount points, /tmp, and the OpenClaw install at its image path (read-only). */
+  #guestMounts(spec: InstanceSpec, layout: VmLayout): NonNullable<RunnerConfig['openclaw']> {
+    const install = this.openclaw!;
+    const mountOf = (persistence: string) => spec.drives.find((d) => d.persistence === persistence)?.mount ?? '';
+    const mounts = spec.drives.map((d) => ({ host: layout.drive(d.name), guest: d.mount, read_only: d.read_only || d.persistence === 'versioned' }));
+    mounts.push({ host: layout.tmpDir, guest: '/tmp', read_only: false }, { host: install.dir, guest: GUEST_OPENCLAW_DIR, read_only: true });
+    return {
+      mounts,
+      node: path.posix.join(GUEST_OPENCLAW_DIR, path.relative(install.dir, install.node)),
+      entry: path.posix.join(GUEST_OPENCLAW_DIR, path.relative(install.dir, install.entry)),
+      data: mountOf('persistent'),
+      secrets: mountOf('ephemeral'),
+      config: mountOf('versioned'),
+    };
+  }
+
+  /**
+   * Secrets another instance of the same tenant mints for this one at every boot and wake (a
+   * worker's node setup code, from its gateway's guest agent), as the config drive names them.
+   * One attempt each; one that cannot be minted now is left out (a node host that already holds
+   * a device token does not need it) and noted in the VM's log.
+   */
+  async #mintSecrets(spec: InstanceSpec, layout: VmLayout, check: () => void): Promise<Record<string, string>> {
+    const minted: Record<string, string> = {};
+    for (const secret of readDriveConfig(spec).minted_secrets ?? []) {
+      check();
+      let note: string;
+      try {
+        const from = this.#layout('prepareDrives', secret.from_instance);
+        const runner = await this.#runnerConfig(from);
+        // Never another tenant's gateway: its runner and its agent's hello must both name this tenant.
+        if (runner.tenant_id !== spec.tenant_id) throw new Error(`${secret.from_instance} belongs to tenant ${runner.tenant_id}, not ${spec.tenant_id}`);
+        if (!this.#live(from)) throw new Error(`${secret.from_instance} is not running`);
+        const client = await connectGuestAgent({ udsPath: from.vsockSocket, port: runner.agent_port, instanceId: secret.from_instance, tenantId: spec.tenant_id, clock: this.#clock, connectDeadlineMs: 2000, helloDeadlineMs: 2000 });
+        try {
+          const answer = await client.request(secret.verb, {}, { deadlineMs: 10_000 });
+          minted[secret.name] = `${answer.setup_code}\n`;
+          continue;
+        } finally {
+          client.close();
+        }
+      } catch (error) {
+        note = (error as Error).message;
+      }
+      await writeFile(layout.stderrLog, `prepareDrives: ${secret.name} not minted from ${secret.from_instance}: ${note}\n`, { flag: 'a', mode: 0o600 });
+    }
+    return minted;
   }
 
   async #agent(op: DriverOp, instanceId: string, layout: VmLayout, port: number, check: () => void): Promise<VsockHostClient> {
@@ -525,6 +632,49 @@ export class SimDriver implements VmmDriver {
     if (this.#closed) return;
     for (const listener of [...this.#listeners]) listener(exit);
   }
+}
+
+function resolveOpenClaw(mode: 'auto' | 'off' | 'require', dir: string | undefined): OpenClawInstall | null {
+  if (mode === 'off') return null;
+  const root = process.getuid?.() === 0;
+  if (mode === 'require') {
+    const install = requireOpenClaw({ dir });
+    if (!root) throw new Error('the simulation driver runs the real OpenClaw only as root: each such VM needs its own network and mount namespace (two gateways would otherwise collide on 127.0.0.1:18789); run as root or use --openclaw off');
+    return install;
+  }
+  return root ? findOpenClaw({ dir }) : null;
+}
+
+/** The config drive's mvm.json as the host computed it (for the services and minted secrets it names). */
+function readDriveConfig(spec: InstanceSpec): DriveConfig {
+  const text = spec.drives.find((d) => d.persistence === 'versioned')?.files['mvm.json'];
+  if (text === undefined) return {};
+  try {
+    return JSON.parse(text) as DriveConfig;
+  } catch {
+    return {};
+  }
+}
+
+/** Whether any live process is in process group `pgid` (from /proc). */
+function groupAlive(pgid: number): boolean {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readProcStat(Number(entry));
+    if (stat !== null && stat.pgrp === pgid && stat.state !== 'Z') return true;
+  }
+  return false;
+}
+
+/** Process groups of real services (their pid files), other than the runner's own. */
+async function serviceGroups(layout: VmLayout, runnerPid: number): Promise<number[]> {
+  const files = await readdir(layout.pidDir).catch(() => [] as string[]);
+  const pids: number[] = [];
+  for (const file of files) {
+    const pid = Number((await readFile(path.join(layout.pidDir, file), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== runnerPid && readProcStat(pid)?.pgrp === pid) pids.push(pid);
+  }
+  return pids;
 }
 
 export function createSimDriver(options: SimDriverOptions): SimDriver {

@@ -1,13 +1,16 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pino } from 'pino';
 import { systemClock } from '../../common/clock.ts';
-import { loadGuestConfig } from '../../guest/config.ts';
+import { type GuestConfig, loadGuestConfig } from '../../guest/config.ts';
 import { GuestAgent } from '../../guest/guest-agent.ts';
+import { OpenClawGuest } from '../../guest/openclaw-guest.ts';
 import { defaultServiceProbe } from '../../guest/service-probe.ts';
 import { unixSocketTransport } from '../../guest/transport.ts';
 import { type RunnerConfig, type VmLayout, vmLayout } from './layout.ts';
+import { isOpenClawService, openclawLauncher } from './openclaw-launcher.ts';
 import { type LaunchedService, type ServiceLauncher, simulatedServiceLauncher } from './service-launcher.ts';
 import { VmmSocket } from './vmm-socket.ts';
 
@@ -48,10 +51,14 @@ async function main(): Promise<void> {
   // --- as the driver's user ---
   await prepareRunDir(layout, config.identity);
   const vmm = await VmmSocket.start({ udsPath: layout.vsockSocket, guestPorts: { [config.agent_port]: layout.agentSocket } });
+  if (config.openclaw) mountGuestPaths(config.openclaw.mounts);
   if (config.identity) dropPrivileges(config.identity);
 
   // --- as the tenant ---
   const configPath = path.join(configDir, 'mvm.json');
+  const real = config.openclaw ?? null;
+  let openclaw: OpenClawGuest | null = null;
+  let services: StartedService[] = [];
   const agent = await GuestAgent.start({
     configPath,
     secretsDir,
@@ -59,14 +66,19 @@ async function main(): Promise<void> {
     clock: systemClock,
     log,
     probe: defaultServiceProbe({ clock: systemClock, pidDir: layout.pidDir, host: config.loopback }),
+    // Only once a real gateway runs here: a stand-in is probed like any service.
+    openclaw: () => openclaw,
+    restartService: (name) => restartService(services, name, configPath, layout, config, log),
   });
   const listener = await unixSocketTransport(layout.agentSocket).listen((stream) => agent.handleConnection(stream));
-  const services = await startServices(simulatedServiceLauncher, configPath, layout, config, log);
+  services = await startServices((guest) => launcherFor(guest, real), configPath, layout, config, log);
+  if (real && services.some((s) => !s.launched.simulated)) openclaw = new OpenClawGuest({ clock: systemClock, secretsDir: real.secrets, dataDir: real.data });
 
   const simulated = services.flatMap(({ name, program, launched }) =>
     launched.simulated ? launched.listening.map((l) => ({ service: name, program, address: l.address, port: l.port, port_name: l.port_name })) : [],
   );
-  await writeFile(layout.servicesFile, `${JSON.stringify({ loopback: config.loopback, simulated }, null, 2)}\n`);
+  const realServices = services.filter((s) => !s.launched.simulated).map(({ name, program, launched }) => ({ service: name, program, pid: launched.pid, listening: launched.listening }));
+  await writeFile(layout.servicesFile, `${JSON.stringify({ loopback: config.loopback, simulated, real: realServices }, null, 2)}\n`);
   await writeFile(layout.readyFile, `${process.pid}\n`);
   process.stdout.write(`sim vm ${config.instance_id} ready: agent on ${listener.address}, vsock ${absolute.vsockSocket}${config.identity ? `, uid ${config.identity.uid}` : ''}\n`);
 
@@ -100,6 +112,20 @@ async function prepareRunDir(layout: VmLayout, identity: RunnerConfig['identity'
   }
 }
 
+/**
+ * Inside the VM's private mount namespace (from `ip netns exec`): each drive at its guest mount
+ * point, /tmp on the VM's own tmp, the OpenClaw install at its image path. Mount points are
+ * created empty on the machine's filesystem; what is mounted on them is seen by this VM only.
+ */
+function mountGuestPaths(mounts: { host: string; guest: string; read_only: boolean }[]): void {
+  for (const mount of mounts) {
+    mkdirSync(mount.host, { recursive: true });
+    mkdirSync(mount.guest, { recursive: true });
+    execFileSync('mount', ['--bind', mount.host, mount.guest]);
+    if (mount.read_only) execFileSync('mount', ['-o', 'remount,bind,ro', mount.guest]);
+  }
+}
+
 /** Supplementary groups first (they need root), then the gid, then the uid: no way back. */
 function dropPrivileges(identity: { uid: number; gid: number }): void {
   process.setgroups?.([identity.gid]);
@@ -114,13 +140,36 @@ interface StartedService {
   launched: LaunchedService;
 }
 
+/** The real OpenClaw for the services that declare an OpenClaw config, when the runner config provides it; the stand-in otherwise. */
+function launcherFor(guest: GuestConfig, real: RunnerConfig['openclaw']): ServiceLauncher {
+  if (!real) return simulatedServiceLauncher;
+  const openclaw = openclawLauncher({ runtime: { node: real.node, entry: real.entry, mounts: { data: real.data, secrets: real.secrets, config: real.config } }, config: guest, clock: systemClock });
+  return { launch: (service, ctx) => (isOpenClawService(service) ? openclaw : simulatedServiceLauncher).launch(service, ctx) };
+}
+
+/** Restarts one service (config-reload with a changed generated config): stop within its deadline, start again. */
+async function restartService(services: StartedService[], name: string, configPath: string, layout: VmLayout, config: RunnerConfig, log: pino.Logger): Promise<void> {
+  const index = services.findIndex((s) => s.name === name);
+  if (index < 0) throw new Error(`no service ${name} runs in this VM`);
+  const guestConfig = await loadGuestConfig(configPath);
+  if (!guestConfig.ok) throw new Error(guestConfig.error);
+  const service = guestConfig.config.services.find((s) => s.name === name);
+  if (!service) throw new Error(`the config drive no longer declares service ${name}`);
+  await services[index]!.launched.stop();
+  const launched = await launcherFor(guestConfig.config, config.openclaw ?? null).launch(service, { instanceId: config.instance_id, loopback: config.loopback, ports: guestConfig.config.ports });
+  services[index] = { name, program: service.program, launched };
+  await writeFile(path.join(layout.pidDir, `${name}.pid`), `${launched.pid}\n`);
+  log.info({ service: name, pid: launched.pid }, 'service restarted for a new config');
+}
+
 /** Starts every service the config drive declares, in order, and writes each one's pid file. */
-async function startServices(launcher: ServiceLauncher, configPath: string, layout: VmLayout, config: RunnerConfig, log: pino.Logger): Promise<StartedService[]> {
+async function startServices(launcherOf: (guest: GuestConfig) => ServiceLauncher, configPath: string, layout: VmLayout, config: RunnerConfig, log: pino.Logger): Promise<StartedService[]> {
   const guestConfig = await loadGuestConfig(configPath);
   if (!guestConfig.ok) {
     log.warn({ error: guestConfig.error }, 'no usable mvm.json on the config drive: no services to start');
     return [];
   }
+  const launcher = launcherOf(guestConfig.config);
   const started: StartedService[] = [];
   for (const service of guestConfig.config.services) {
     const launched = await launcher.launch(service, { instanceId: config.instance_id, loopback: config.loopback, ports: guestConfig.config.ports });
@@ -129,6 +178,7 @@ async function startServices(launcher: ServiceLauncher, configPath: string, layo
     for (const l of launched.listening) {
       process.stdout.write(`${launched.simulated ? 'SIMULATED' : 'started'} service ${service.name} listening on ${l.address}:${l.port}\n`);
     }
+    if (!launched.simulated) process.stdout.write(`REAL ${service.program} service ${service.name} started, pid ${launched.pid}\n`);
   }
   return started;
 }
