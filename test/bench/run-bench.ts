@@ -46,6 +46,7 @@ import { fleetDesiredState, instancesPerTenant, type FleetShape } from './fleet.
 import { rawBatchedPuts, readPersistedSizes, type PersistedSizes, type RawPutResult } from './raw-lmdb.ts';
 import { distribution, fixed, int, renderTable, type Distribution, type Row } from './report.ts';
 import { TimingDriver } from './timing-driver.ts';
+import { parseParts, renderLaterParts, runLaterParts, type PartResult } from './later-parts.ts';
 
 const TARGETS = {
   applyMs: 5_000,
@@ -67,9 +68,12 @@ const { values: args } = parseArgs({
     'api-seconds': { type: 'string', default: '5' },
     'api-clients': { type: 'string', default: 'child' },
     'api-log-level': { type: 'string' },
+    // The driver and integration parts after the core ones: all (default), none, or a list.
+    parts: { type: 'string' },
   },
 });
 const TENANTS = Number(args.tenants);
+const LATER_PARTS = parseParts(args.parts);
 const WAKES = Number(args.wakes);
 const RAW_PUTS = Number(args['raw-puts']);
 const ROUNDS = Number(args.rounds);
@@ -644,6 +648,7 @@ async function apiOnRestoredHost(dataDir: string, driver: FakeDriver, catalog: C
 // ---------------------------------------------------------------------------------------------
 
 interface BenchResult {
+  laterParts: PartResult[];
   machine: { node: string; cpus: number; cpuModel: string; platform: string; totalMemGiB: number; loadAvgAtStart: number[] };
   fleet: FleetShape & { instances: number };
   catalogLoadMs: number;
@@ -701,6 +706,7 @@ async function main(): Promise<void> {
     progress(`6/7 wake latency over ${WAKES} wakes ...`);
     const wake = await wakeLatency(path.join(root, 'wake'), catalog, WAKES);
     progress('7/7 done');
+    const laterParts = await runLaterParts(LATER_PARTS, progress);
 
     const persistRatio = rounds.transitionsPerSecond / raw.median;
     const applyPersistRatio = apply.transitionsPerSecond / raw.median;
@@ -731,6 +737,7 @@ async function main(): Promise<void> {
       wake,
       api,
       targets,
+      laterParts,
       totalSeconds: ms(benchStarted, process.hrtime.bigint()) / 1000,
     };
     if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -842,6 +849,9 @@ function render(r: BenchResult): string {
     `      since holds exactly ${int(r.api.events.expected)} entries and every subscriber received exactly their seqs, in order, no gap or duplicate, no early close.
       The running -> stopping entries go out inside the synchronous stop() loop, the stopping -> stopped ones on the microtasks after it (fake
       driver), so the delivery time is mostly the host making the transitions; the lag after the host emitted the last entry is the fan-out's.`,
+    '',
+    renderLaterParts(r.laterParts),
+    '',
     `total bench time ${fixed(r.totalSeconds, 1)} s`,
   ].join('\n');
 }
