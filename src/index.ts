@@ -24,6 +24,15 @@ export { planApply, type Plan, type PlanStep } from './host/plan.ts';
 export type { VmmDriver, InstanceSpec, DriveContent, OpContext, SnapshotRef, ObservedVm, VmExit, DriverOp } from './driver/vmm-driver.ts';
 export { DriverError } from './driver/vmm-driver.ts';
 export { createFakeDriver, FakeDriver } from './driver/fake-driver.ts';
+export { createSimDriver, SimDriver } from './driver/sim/sim-driver.ts';
+export { createFirecrackerDriver, FirecrackerDriver, FirecrackerRefusal } from './driver/firecracker/firecracker-driver.ts';
+export { FirecrackerApiError } from './firecracker/api-client.ts';
+export { ArtifactStore, type BundleArtifacts } from './bundle/artifact-store.ts';
+
+// Host networking: addresses, the nftables ruleset, bridges and taps.
+export { AddressAllocator } from './net/address-allocator.ts';
+export { generateRuleset, RulesetError, type Ruleset, type RulesetInput } from './net/nft-ruleset.ts';
+export { HostNetwork, HostNetworkError } from './net/host-network.ts';
 export { systemClock, type Clock } from './common/clock.ts';
 export { composeInstanceChart, fullOptions, ChartCompositionError, type ComposeOptions } from '../machines/compose-instance-chart.ts';
 export { chartToDot, chartToMermaid } from '../machines/render-chart.ts';
