@@ -61,6 +61,7 @@ let
       "client_role"
       "scopes"
     ];
+    openclaw-node-connected = [ ];
   };
   kindSpecificFields = [
     "port"
@@ -96,6 +97,14 @@ let
       {
         assertion = foreign == [ ];
         message = inRole "${at}.readiness of kind \"${r.kind}\" must not set ${concatStringsSep ", " foreign}";
+      }
+      {
+        assertion = r.kind != "openclaw-node-connected" || role.depends_on != [ ];
+        message = inRole "${at}.readiness of kind \"openclaw-node-connected\" needs the gateway the node host dials: declare it as the first entry of depends_on";
+      }
+      {
+        assertion = r.kind != "openclaw-node-connected" || elem "readiness" role.vsock.handlers;
+        message = inRole "${at}.readiness of kind \"openclaw-node-connected\" is run by the guest agent: add \"readiness\" to vsock.handlers";
       }
       {
         assertion = r.port == null || elem r.port portNames;

@@ -45,6 +45,7 @@ let
     "exec"
     "agent"
     "openclaw-handshake"
+    "openclaw-node-connected"
   ];
 
   configFormats = [
@@ -78,7 +79,10 @@ let
           - `exec`: `command` exits 0;
           - `agent`: the guest agent reports the service ready (for services without a network endpoint);
           - `openclaw-handshake`: OpenClaw's `/readyz` answers 200 on `port`, then a WebSocket `connect`
-            as `client_role` with `scopes` and the token from secret `token_secret` gets `hello-ok`.
+            as `client_role` with `scopes` and the token from secret `token_secret` gets `hello-ok`;
+          - `openclaw-node-connected`: an OpenClaw node host is connected to its gateway (the role's
+            first `depends_on`): the guest agent finds hello-ok as its last connection event and an
+            established TCP connection to the gateway.
 
           Fields that do not belong to the kind must stay `null`; ./assertions.nix checks both directions.
         '';

@@ -2,6 +2,8 @@
 # gateway would otherwise try to npm-install it at start-up). The idle gateway's RSS is about
 # 650-850 MB, so the memory minimum leaves room for agents above that.
 {
+  # The OpenClaw services as systemd units (environment, output, stop); the export reads only mvm.profile.
+  imports = [ ./openclaw/units.nix ];
   mvm.profile = {
     name = "openclaw-gateway";
     description = "Node.js 24, OpenClaw and its WhatsApp plugin for the gateway role.";

@@ -1,6 +1,8 @@
 # openclaw-worker: Node.js 24 and OpenClaw for the node host a worker runs, plus Python for
 # the tools agents call on it.
 {
+  # The OpenClaw services as systemd units (environment, output, stop); the export reads only mvm.profile.
+  imports = [ ./openclaw/units.nix ];
   mvm.profile = {
     name = "openclaw-worker";
     description = "Node.js 24, OpenClaw (node host) and Python 3 for the worker role.";

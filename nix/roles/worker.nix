@@ -24,10 +24,10 @@ in
           format = "openclaw-node";
           file = "openclaw.json";
         };
-        # The node host has no listening port; the guest agent reports it ready once it is
-        # connected to the gateway.
+        # Running is not enough: the node host is ready once it is connected to its gateway (its
+        # hello-ok, and an established connection to the gateway), as the guest agent sees it.
         readiness = {
-          kind = "agent";
+          kind = "openclaw-node-connected";
           timeout_s = 120;
           interval_s = 2;
         };

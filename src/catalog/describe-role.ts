@@ -13,6 +13,8 @@ function describeReadiness(r: RoleManifest['services'][number]['readiness'], por
       return 'reported by the guest agent';
     case 'openclaw-handshake':
       return `openclaw /readyz + connect :${port(r.port)} as ${r.client_role} (${r.scopes.join(', ')}) with secret ${r.token_secret} -> hello-ok`;
+    case 'openclaw-node-connected':
+      return 'openclaw node host connected to its gateway (first depends_on), checked by the guest agent';
   }
 }
 

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { systemClock } from '../common/clock.ts';
 import { GuestAgent } from './guest-agent.ts';
+import { OpenClawGuest } from './openclaw-guest.ts';
 import { defaultServiceProbe } from './service-probe.ts';
 import { parseListenTarget, transportFor } from './transport.ts';
 import { fileJobStatus, noWork, simulatedWork } from './work.ts';
@@ -78,13 +79,18 @@ async function main(): Promise<void> {
 
   const clock = systemClock;
   const log = pino({ name: 'mvm-guest-agent', base: { pid: process.pid } }, pino.destination(2));
+  const secretsDir = values['secrets-dir'] ?? '/run/secrets';
+  const pidDir = values['pid-dir'] ?? null;
+  // OpenClaw's readiness kinds (gateway handshake, node host connected); other services fall through to the default probe.
+  const openclaw = new OpenClawGuest({ clock, secretsDir, dataDir: null, pidDir });
   const agent = await GuestAgent.start({
     configPath,
-    secretsDir: values['secrets-dir'] ?? '/run/secrets',
+    secretsDir,
     secretsEpoch,
     clock,
     log,
-    probe: defaultServiceProbe({ clock, pidDir: values['pid-dir'] ?? null }),
+    probe: defaultServiceProbe({ clock, pidDir }),
+    openclaw: () => openclaw,
     jobs: fileJobStatus(values['job-status-file'] ?? null),
     work: inFlightMs === null ? noWork : simulatedWork(inFlightMs, clock),
   });

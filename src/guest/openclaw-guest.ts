@@ -6,6 +6,8 @@ import { ephemeralDeviceIdentity, loadDeviceIdentity, type DeviceIdentity } from
 import { connectOperator, mintNodeSetupCode } from '../openclaw/enrolment.ts';
 import { OpenClawGatewayError } from '../openclaw/gateway-error.ts';
 import { probeGatewayOnce } from '../openclaw/gateway-handshake.ts';
+import { nodeConnection } from '../openclaw/node-connection.ts';
+import { serviceOutputPath } from '../openclaw/openclaw-layout.ts';
 import type { PortSpec } from '../schemas/role-manifest.ts';
 import { AgentError } from './agent-error.ts';
 import type { GuestConfig, GuestService } from './config.ts';
@@ -18,6 +20,8 @@ import type { ServiceProbeResult } from './service-probe.ts';
  * the secrets drive at every call, so a rotated token is used as soon as the drive carries it.
  *
  * - readiness of an `openclaw-handshake` service: /readyz, then connect and hello-ok;
+ * - readiness of an `openclaw-node-connected` service (a worker's node host): connected to the
+ *   gateway its config drive names, not merely running (src/openclaw/node-connection.ts);
  * - `openclaw-setup-code`: a single-use node setup code for a worker of this tenant;
  * - secrets-reload: OpenClaw's `secrets.reload` RPC, so a new token file takes effect without a restart.
  */
@@ -29,6 +33,11 @@ export interface OpenClawGuestOptions {
   dataDir: string | null;
   /** Where the gateway answers inside the VM. */
   loopback?: string;
+  /**
+   * `<service>.pid` files: without a data drive path, a node host's output is found through its
+   * process's stderr (/proc/<pid>/fd/2), which the unit or launcher points at the data drive.
+   */
+  pidDir?: string | null;
 }
 
 interface GatewayTarget {
@@ -82,8 +91,29 @@ export class OpenClawGuest {
     }
   }
 
-  /** Readiness of an OpenClaw gateway service; null for any other service (the default probe judges it). */
+  /** Where the node host's stdout and stderr go: on the data drive, or wherever its running process's stderr points. */
+  async #outputOf(service: GuestService): Promise<string | null> {
+    if (this.#options.dataDir !== null) return serviceOutputPath(this.#options.dataDir, service.name);
+    const pidDir = this.#options.pidDir ?? null;
+    if (pidDir === null) return null;
+    const pid = Number((await readFile(path.join(pidDir, `${service.name}.pid`), 'utf8').catch(() => '')).trim());
+    return Number.isInteger(pid) && pid > 0 ? `/proc/${pid}/fd/2` : null;
+  }
+
+  /** A worker's node host is ready once connected to its gateway: the first dependency on the config drive, as the launcher dials it. */
+  async #probeNode(service: GuestService, config: GuestConfig): Promise<ServiceProbeResult> {
+    const gateway = config.depends_on[0];
+    const port = gateway === undefined ? undefined : Object.values(gateway.ports)[0];
+    if (gateway === undefined || port === undefined) return { state: 'not-ready', probe: 'openclaw-node-connected', detail: `the config drive names no gateway endpoint (depends_on) for ${service.name} to connect to` };
+    const output = await this.#outputOf(service);
+    if (output === null) return { state: 'unknown', probe: 'openclaw-node-connected', detail: `no data drive or pid file to find ${service.name}'s output` };
+    const connection = await nodeConnection(output, { host: gateway.ipv4, port });
+    return connection.connected ? { state: 'ready', probe: 'openclaw-node-connected', detail: null } : { state: 'not-ready', probe: 'openclaw-node-connected', detail: connection.detail };
+  }
+
+  /** Readiness of an OpenClaw gateway or node-host service; null for any other service (the default probe judges it). */
   async probe(service: GuestService, config: GuestConfig): Promise<ServiceProbeResult | null> {
+    if (service.readiness?.kind === 'openclaw-node-connected') return this.#probeNode(service, config);
     if (service.readiness?.kind !== 'openclaw-handshake') return null;
     const target = this.#target(service, config.ports, config.secrets);
     if (target === null) return { state: 'failed', probe: 'openclaw-handshake', detail: `service ${service.name} names no declared port or token secret` };

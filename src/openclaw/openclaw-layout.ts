@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
+import { fillTemplate, openclawServiceSpec, type LayoutKey } from './service-spec.ts';
 
 /**
  * Where OpenClaw keeps everything inside one instance, derived only from the drive mount points
@@ -29,19 +30,30 @@ export interface OpenClawLayout {
   configPath: string;
 }
 
+/**
+ * The paths come from nix/profiles/openclaw/service.json (see ./service-spec.ts), which the
+ * NixOS units read too: all tenant state under <data>/openclaw (state dir, workspace with its
+ * memory Markdown, logs, caches; Node's ~48 MB compile cache persists there so the next start is
+ * faster), scratch files in the instance's tmp, the config on the config drive.
+ */
 export function openclawLayout(mounts: OpenClawMounts, configFile: string): OpenClawLayout {
-  const root = posix.join(mounts.data, 'openclaw');
+  const values = { data: mounts.data, config: mounts.config, tmp: mounts.tmp, config_file: configFile };
+  const path = (key: Exclude<LayoutKey, 'serviceOutput'>) => posix.normalize(fillTemplate(openclawServiceSpec.layout[key]!, values));
   return {
-    home: root,
-    stateDir: posix.join(root, 'state'),
-    workspace: posix.join(root, 'workspace'),
-    logFile: posix.join(root, 'logs', 'openclaw.log'),
-    cacheDir: posix.join(root, 'cache'),
-    // Node's compile cache (~48 MB) makes the next start faster, so it persists with the data.
-    compileCache: posix.join(root, 'cache', 'node-compile-cache'),
-    tmpDir: mounts.tmp,
-    configPath: posix.join(mounts.config, configFile),
+    home: path('home'),
+    stateDir: path('stateDir'),
+    workspace: path('workspace'),
+    logFile: path('logFile'),
+    cacheDir: path('cacheDir'),
+    compileCache: path('compileCache'),
+    tmpDir: path('tmpDir'),
+    configPath: path('configPath'),
   };
+}
+
+/** Where a service's stdout and stderr go on the data drive (the node host reports its gateway connection there). */
+export function serviceOutputPath(dataMount: string, service: string): string {
+  return posix.normalize(fillTemplate(openclawServiceSpec.layout.serviceOutput!, { data: dataMount, config: '', tmp: '', config_file: '', service }));
 }
 
 /** The path of a secret on the secrets drive: each secret is one file named after it. */

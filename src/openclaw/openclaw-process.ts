@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Clock } from '../common/clock.ts';
 import type { OpenClawInstall } from './install-location.ts';
+import { openclawServiceSpec } from './service-spec.ts';
 
 /**
  * One OpenClaw process (gateway or node host) run with the pinned Node 24, in its own process
@@ -49,6 +50,8 @@ export class OpenClawProcess {
     mkdirSync(dirname(options.logFile), { recursive: true });
     const log = openSync(options.logFile, 'a');
     try {
+      // The log is appended to across restarts: the marker tells the readiness probe where this run's lines begin.
+      writeSync(log, `${openclawServiceSpec.start_marker}\n`);
       const child = spawn(options.install.node, [options.install.entry, ...options.args], {
         env: options.env,
         ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),

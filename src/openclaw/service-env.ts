@@ -1,4 +1,5 @@
-import { OpenClawMounts, openclawLayout } from './openclaw-layout.ts';
+import { OpenClawMounts, openclawLayout, type OpenClawLayout } from './openclaw-layout.ts';
+import { openclawServiceSpec } from './service-spec.ts';
 
 /**
  * The environment of an OpenClaw gateway or node-host process. Every path comes from the drive
@@ -14,26 +15,24 @@ export interface ServiceEnvInput {
   path: string;
 }
 
+/**
+ * Built from nix/profiles/openclaw/service.json, which the NixOS units use too. What it sets, and why:
+ * - HOME, OPENCLAW_HOME, OPENCLAW_STATE_DIR, OPENCLAW_WORKSPACE_DIR, XDG_CACHE_HOME,
+ *   NODE_COMPILE_CACHE: every path on the data drive; TMPDIR: the instance's scratch directory;
+ * - OPENCLAW_CONFIG_PATH and OPENCLAW_CONFIG_READONLY=1: the config drive is read-only and
+ *   versioned, and OpenClaw must never rewrite it (it adds meta keys otherwise);
+ * - OPENCLAW_DISABLE_BONJOUR, OPENCLAW_NO_AUTO_UPDATE, OPENCLAW_OFFLINE: no mDNS, no update
+ *   check, no helper downloads: a tenant VM has no business on the internet for these;
+ * - OPENCLAW_NO_RESPAWN: a supervisor (systemd, the simulator) restarts the process; OpenClaw
+ *   must not respawn itself behind its back.
+ */
 export function openclawServiceEnv(input: ServiceEnvInput): Record<string, string> {
   const mounts = OpenClawMounts.parse(input.mounts);
   const layout = openclawLayout(mounts, input.configFile);
+  const spec = openclawServiceSpec;
   return {
     PATH: input.path,
-    HOME: layout.home,
-    OPENCLAW_HOME: layout.home,
-    OPENCLAW_STATE_DIR: layout.stateDir,
-    OPENCLAW_CONFIG_PATH: layout.configPath,
-    // The config drive is read-only and versioned: OpenClaw must never rewrite it (it adds meta keys otherwise).
-    OPENCLAW_CONFIG_READONLY: '1',
-    OPENCLAW_WORKSPACE_DIR: layout.workspace,
-    XDG_CACHE_HOME: layout.cacheDir,
-    NODE_COMPILE_CACHE: layout.compileCache,
-    TMPDIR: layout.tmpDir,
-    // No mDNS, no daily update check, no helper downloads: a tenant VM has no business on the internet for these.
-    OPENCLAW_DISABLE_BONJOUR: '1',
-    OPENCLAW_NO_AUTO_UPDATE: '1',
-    OPENCLAW_OFFLINE: '1',
-    // A supervisor (systemd, the guest agent) restarts the process; OpenClaw must not respawn itself behind its back.
-    OPENCLAW_NO_RESPAWN: '1',
+    ...Object.fromEntries(Object.entries(spec.env).map(([name, key]) => [name, layout[key as keyof OpenClawLayout]])),
+    ...spec.constant_env,
   };
 }

@@ -80,6 +80,10 @@ export const ReadinessCheck = z.discriminatedUnion('kind', [
     })
     .strict()
     .describe("OpenClaw's own protocol: /readyz answers 200, then a WebSocket connect with the token and a device identity gets hello-ok."),
+  z
+    .object({ kind: z.literal('openclaw-node-connected'), ...ReadinessTiming })
+    .strict()
+    .describe("An OpenClaw node host is connected to its gateway (the role's first dependency): its last connection event since start is hello-ok and a TCP connection to the gateway is established. Checked by the guest agent."),
 ]);
 
 /**
@@ -239,6 +243,12 @@ export const RoleManifest = z
       const r = service.readiness;
       if ((r.kind === 'tcp' || r.kind === 'http' || r.kind === 'openclaw-handshake') && !portNames.has(r.port)) {
         problem(['services', i, 'readiness', 'port'], `readiness check names port "${r.port}", which is not in ports`);
+      }
+      if (r.kind === 'openclaw-node-connected' && role.depends_on.length === 0) {
+        problem(['services', i, 'readiness', 'kind'], 'an "openclaw-node-connected" check needs the gateway the node host dials: declare it as the first entry of depends_on');
+      }
+      if (r.kind === 'openclaw-node-connected' && !role.vsock.handlers.includes('readiness')) {
+        problem(['services', i, 'readiness', 'kind'], 'an "openclaw-node-connected" check is run by the guest agent: add "readiness" to vsock.handlers');
       }
       if (r.kind === 'openclaw-handshake' && !role.secrets.some((secret) => secret.name === r.token_secret)) {
         problem(['services', i, 'readiness', 'token_secret'], `readiness check names secret "${r.token_secret}", which is not in secrets; declare it there so the secrets drive carries it`);

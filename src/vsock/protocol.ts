@@ -118,7 +118,7 @@ const Target = {
 
 /** failed: will not become ready without a change (wrong credentials, refused by the service); not-ready: may still become ready. */
 export const ServiceState = z.enum(['ready', 'not-ready', 'failed', 'unknown']);
-export const ServiceProbeKind = z.enum(['tcp', 'process', 'openclaw-handshake', 'none']);
+export const ServiceProbeKind = z.enum(['tcp', 'process', 'openclaw-handshake', 'openclaw-node-connected', 'none']);
 const ServiceReport = z
   .object({
     name: LocalName,

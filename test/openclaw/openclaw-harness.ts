@@ -6,7 +6,7 @@ import { systemClock } from '../../src/common/clock.ts';
 import { renderOpenClawConfig, type OpenClawConfigInput } from '../../src/openclaw/gateway-config.ts';
 import { findOpenClaw, type OpenClawInstall } from '../../src/openclaw/install-location.ts';
 import { OpenClawProcess } from '../../src/openclaw/openclaw-process.ts';
-import type { OpenClawMounts } from '../../src/openclaw/openclaw-layout.ts';
+import { serviceOutputPath, type OpenClawMounts } from '../../src/openclaw/openclaw-layout.ts';
 import { openclawServiceEnv } from '../../src/openclaw/service-env.ts';
 
 /**
@@ -69,6 +69,13 @@ export class Harness {
 
   start(dirs: InstanceDirs, args: readonly string[], logName: string, extraEnv: Record<string, string> = {}): OpenClawProcess {
     const proc = OpenClawProcess.start({ install: this.install, args, env: serviceEnv(this.install, dirs, extraEnv), logFile: join(dirs.root, `${logName}.out`), clock });
+    this.#processes.push(proc);
+    return proc;
+  }
+
+  /** Like start, with stdout and stderr where the simulator and the NixOS unit put a service's output: on the data drive. */
+  startService(dirs: InstanceDirs, args: readonly string[], service: string, extraEnv: Record<string, string> = {}): OpenClawProcess {
+    const proc = OpenClawProcess.start({ install: this.install, args, env: serviceEnv(this.install, dirs, extraEnv), logFile: serviceOutputPath(dirs.mounts.data, service), clock });
     this.#processes.push(proc);
     return proc;
   }

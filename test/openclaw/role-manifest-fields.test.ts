@@ -37,3 +37,20 @@ describe('role manifest: generated config and OpenClaw handshake readiness', () 
     expect(RoleManifest.safeParse(doc).success).toBe(false);
   });
 });
+
+describe('role manifest: openclaw-node-connected readiness', () => {
+  it('the built-in node-host service uses it, and a role without a gateway dependency or the readiness handler is refused, naming the fix', async () => {
+    const { catalog } = await loadCatalog();
+    const role = [...catalog.roles.values()].find((r) => r.manifest.services.some((s) => s.config?.format === 'openclaw-node'))!;
+    expect(role.manifest.services[0]!.readiness).toEqual({ kind: 'openclaw-node-connected', timeout_s: 120, interval_s: 2 });
+    expect(RoleManifest.safeParse(role.manifest).success).toBe(true);
+    const doc = structuredClone(role.manifest) as any;
+    doc.depends_on = [];
+    doc.vsock.handlers = doc.vsock.handlers.filter((h: string) => h !== 'readiness');
+    const result = RoleManifest.safeParse(doc);
+    expect(result.success).toBe(false);
+    const messages = result.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n');
+    expect(messages).toMatch(/services\.0\.readiness\.kind: an "openclaw-node-connected" check needs the gateway the node host dials: declare it as the first entry of depends_on/);
+    expect(messages).toMatch(/services\.0\.readiness\.kind: an "openclaw-node-connected" check is run by the guest agent: add "readiness" to vsock\.handlers/);
+  });
+});
