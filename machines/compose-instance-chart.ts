@@ -11,6 +11,7 @@ import { checkChartVocabulary } from './check-chart-vocabulary.ts';
  *   running -> [draining] -> snapshotting -> sleeping -> waking -> running   (sleep.allowed; draining
  *                                                                            only with the drain handler)
  *   running -> destroying -> destroyed          (lifecycle.disposable: runs to completion)
+ *   running.reload: idle -> reloading -> idle | failed   (vsock.handlers config-reload / secrets-reload)
  *   any -> stopping -> stopped; refused; failed; destroying -> destroyed
  */
 
@@ -158,7 +159,52 @@ function connectorRegion(role: RoleManifest, name: string): StateConfig {
   };
 }
 
-/** running: the lifecycle region (deferrals) plus one region per enabled connector and ingress. */
+/**
+ * A new config_version or secrets_epoch reaches the running VM live, over the guest agent's
+ * config-reload and secrets-reload verbs, for whichever of the two the role enables
+ * (`vsock.handlers`); a new bundle or manifest, or a change the role cannot reload, waits for the
+ * next boot or wake. The region handles cmd.revise itself (a deeper handler replaces the root's),
+ * so it records the revision in every one of its states. A failed reload leaves the VM running
+ * with what it had and the reason in status_reason; the host sends cmd.revise again at every
+ * apply while the VM lags its pool's revision, which retries it. A revision arriving during a
+ * reload is recorded and reloaded at the next apply. No eventless transitions: running stays
+ * eligible for the root-only shortcuts (machines/root-only-events.ts).
+ */
+function reloadRegion(role: RoleManifest): StateConfig | null {
+  const params = { config: role.vsock.handlers.includes('config-reload'), secrets: role.vsock.handlers.includes('secrets-reload') };
+  if (!params.config && !params.secrets) return null;
+  const verbs = [params.config ? 'config-reload' : null, params.secrets ? 'secrets-reload' : null].filter((v) => v !== null).join(' and ');
+  const revise = (target: string): TransitionConfig[] => [
+    { guard: { type: 'revisionReloadable', params }, target, actions: [act('recordRevision')] },
+    { actions: [act('recordRevision')] },
+  ];
+  return {
+    description: `Live reloads over ${verbs}: a new ${[params.config ? 'config_version' : null, params.secrets ? 'secrets_epoch' : null].filter((v) => v !== null).join(' or ')} reaches the running VM without a reboot; a new bundle waits for the next boot.`,
+    initial: 'idle',
+    states: {
+      idle: { on: { 'cmd.revise': revise('reloading') } },
+      reloading: {
+        description: 'The driver rewrites the drive(s) and the guest agent applies them; only a service whose generated config changed is restarted.',
+        invoke: [
+          {
+            id: 'reload',
+            src: 'reload',
+            input: params,
+            onDone: { target: 'idle', actions: [act('recordReload')] },
+            onError: { target: 'failed', actions: [act('recordFailure', { what: 'reload', with_error: true })] },
+          },
+        ],
+        on: { 'cmd.revise': { actions: [act('recordRevision')] } },
+      },
+      failed: {
+        description: 'The last reload failed: the VM runs on with the config and secrets it had, status_reason says why; the next cmd.revise tries again.',
+        on: { 'cmd.revise': revise('reloading') },
+      },
+    },
+  };
+}
+
+/** running: the lifecycle region (deferrals) plus one region per enabled connector and ingress, and live reloads. */
 function runningState(role: RoleManifest, options: ComposeOptions): StateConfig {
   const { lifecycle } = role;
   const sleep = { ...role.sleep, min_runtime_s: options.min_runtime_s };
@@ -171,10 +217,14 @@ function runningState(role: RoleManifest, options: ComposeOptions): StateConfig 
   };
 
   // A deferred command waits for the minimum runtime, as an absolute deadline that survives a restart.
+  // The lifecycle region handles the commands itself: a transition declared on `running` into
+  // one of its regions would exit and re-enter every region (XState's transition domain is
+  // `running`), cancelling a live reload and re-checking every connector.
+  const deferrals: Record<string, TransitionConfig[]> = {};
   const deferrable = (command: 'cmd.sleep' | 'cmd.warm' | 'cmd.retire', region: string, then: string) => {
-    on[command] = [
+    deferrals[command] = [
       { guard: minRuntime, target: then, actions: [act('clearDeferral')] },
-      { target: `.lifecycle.${region}`, actions: [act('recordDeferral', { command })] },
+      { target: region, actions: [act('recordDeferral', { command })] },
     ];
     lifecycleStates[region] = {
       description: `${command} waits until the ${sleep.min_runtime_s}s minimum runtime has passed.`,
@@ -187,15 +237,19 @@ function runningState(role: RoleManifest, options: ComposeOptions): StateConfig 
   if (sleep.warm_allowed) deferrable('cmd.warm', 'warm-deferred', '#vm.warming');
   if (!lifecycle.disposable) deferrable('cmd.retire', 'retire-deferred', '#vm.destroying');
   else on['cmd.retire'] = { target: '#vm.destroying' };
-  // A new command replaces a pending deferral.
   for (const region of Object.keys(lifecycleStates)) {
-    if (region !== 'idle') lifecycleStates[region]!.on = { ...lifecycleStates[region]!.on, 'cmd.wake': { target: 'idle', actions: [act('clearDeferral')] }, 'cmd.resume': { target: 'idle', actions: [act('clearDeferral')] } };
+    const state = lifecycleStates[region]!;
+    state.on = { ...state.on, ...deferrals };
+    // A new command replaces a pending deferral.
+    if (region !== 'idle') state.on = { ...state.on, 'cmd.wake': { target: 'idle', actions: [act('clearDeferral')] }, 'cmd.resume': { target: 'idle', actions: [act('clearDeferral')] } };
   }
 
   const regions: Record<string, StateConfig> = {
     lifecycle: { description: 'Commands waiting for the minimum runtime.', initial: 'idle', states: lifecycleStates },
   };
   for (const name of options.connectors) regions[`connector-${name}`] = connectorRegion(role, name);
+  const reload = reloadRegion(role);
+  if (reload) regions.reload = reload;
   if (options.ingress) {
     regions.ingress = {
       description: `External ingress forwards to port ${role.ingress.target_port}.`,
@@ -245,7 +299,7 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
     invoke: [deadline('boot')],
     on: { 'deadline.boot': failTo(`not running within ${lifecycle.boot_timeout_s}s`), 'cmd.stop': { target: '#vm.stopping' }, ...destroy },
     states: {
-      provisioning: { invoke: [{ id: 'prepareDrives', src: 'prepareDrives', onDone: { target: 'booting' }, onError: failTo('prepare drives') }] },
+      provisioning: { invoke: [{ id: 'prepareDrives', src: 'prepareDrives', onDone: { target: 'booting', actions: [act('recordMounted')] }, onError: failTo('prepare drives') }] },
       booting: { invoke: [{ id: 'boot', src: 'boot', onDone: { target: 'starting', actions: [act('recordBoot')] }, onError: failTo('boot') }] },
       starting: { ...startingState(role), on: { 'obs.exited': restartOrFail(role) } },
     },
@@ -293,7 +347,7 @@ export function composeInstanceChart(role: RoleManifest, options: ComposeOptions
       invoke: [deadline('boot')],
       on: { 'deadline.boot': failTo(`not awake within ${lifecycle.boot_timeout_s}s`), ...destroy },
       states: {
-        provisioning: { invoke: [{ id: 'prepareDrives', src: 'prepareDrives', onDone: { target: 'restoring' }, onError: failTo('prepare drives') }] },
+        provisioning: { invoke: [{ id: 'prepareDrives', src: 'prepareDrives', onDone: { target: 'restoring', actions: [act('recordMounted')] }, onError: failTo('prepare drives') }] },
         // A snapshot that no longer matches the bundle is never mixed in: boot cold instead.
         restoring: { invoke: [{ id: 'restore', src: 'restore', onDone: { target: 'starting' }, onError: { target: '#vm.launching', actions: [act('recordFailure', { what: 'restore (cold boot instead)' })] } }] },
         starting: { ...startingState(role), on: { 'obs.exited': restartOrFail(role) } },

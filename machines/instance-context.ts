@@ -8,14 +8,18 @@ export interface InstanceContext {
   pool_id: string;
   role: string;
   profile: string;
+  /** What the VM has applied: set when its drives are prepared for a boot or wake, and by a live reload. */
   config_version: number;
   secrets_epoch: number;
+  /** The desired revision: what the next boot, wake or live reload uses. */
   revision: { artifacts: string; config_version: number; secrets_epoch: number };
   network: { ipv4: string; mac: string; tap: string; vsock_cid: number };
   /** Manifest hash of the role as currently loaded (what the next boot will use). */
   desired_manifest_hash: string;
   /** Manifest hash the running VM was booted with; null before the first boot. */
   manifest_hash: string | null;
+  /** Bundle the running VM was booted with; null before the first boot. A live reload needs the same bundle. */
+  booted_artifacts: string | null;
   /** Absolute deadlines (ms since the epoch) by name; the deadline actor fires `deadline.<name>`. */
   deadlines: Record<string, number>;
   created_at: number;
@@ -44,6 +48,7 @@ export function newInstanceContext(identity: InstanceIdentity, createdAt: number
     config_version: identity.revision.config_version,
     secrets_epoch: identity.revision.secrets_epoch,
     manifest_hash: null,
+    booted_artifacts: null,
     deadlines: {},
     created_at: createdAt,
     booted_at: null,
@@ -77,4 +82,12 @@ export function statusOf(value: string | Record<string, unknown>): string {
   if (top === 'launching' && typeof inner === 'string') return inner === 'starting' ? 'starting-services' : inner;
   if (top === 'launching' && inner && typeof inner === 'object') return 'starting-services';
   return top;
+}
+
+/** The live-reload region's state (`idle`, `reloading`, `failed`) while running, or null (not running, or a role without reloads). */
+export function reloadStateOf(value: string | Record<string, unknown>): string | null {
+  if (typeof value === 'string') return null;
+  const running = value.running as Record<string, unknown> | undefined;
+  const reload = running?.reload;
+  return typeof reload === 'string' ? reload : null;
 }

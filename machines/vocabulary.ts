@@ -12,7 +12,8 @@ export const ACTIONS = {
   recordPreflight: 'Keep the preflight result (secrets present, drives missing) from the preflight actor.',
   recordRefusal: 'Set the machine-readable refusal reason from the preflight result.',
   recordFailure: 'Set the failure reason from the error of the effect that failed: params { what, with_error? } (with_error: append the error code and message).',
-  recordBoot: 'Set booted_at and the booted manifest hash (what teardown and drift reports use).',
+  recordBoot: 'Set booted_at, the booted manifest hash and bundle (what teardown, drift reports and live reloads use).',
+  recordMounted: 'Set config_version and secrets_epoch (what the VM has applied) from the revision: the drives just prepared carry it.',
   markRunning: 'Set running_since: minimum runtimes count from boot or wake.',
   countRestart: 'Record a restart for the restart budget.',
   recordDeferral: 'Record why a command waits for the minimum runtime: params { command }.',
@@ -22,7 +23,8 @@ export const ACTIONS = {
   enableConnector: 'Mark a connector enabled: params { connector }.',
   disableConnector: 'Mark a connector disabled, naming the missing secrets: params { connector, secrets }.',
   recordExit: 'Set the status reason from an unexpected VM exit.',
-  recordRevision: 'Adopt a new revision (bundle, config_version, secrets_epoch, manifest hash); it takes effect at the next boot or wake.',
+  recordRevision: 'Adopt a new revision (bundle, config_version, secrets_epoch, manifest hash) as the desired one: a new bundle takes effect at the next boot or wake, a new config_version or secrets_epoch on a running VM through a live reload where the role enables it, otherwise at the next boot or wake.',
+  recordReload: 'Set config_version and secrets_epoch from what the reload actor applied, and clear the reason of an earlier failed reload.',
 } as const;
 
 export const GUARDS = {
@@ -31,6 +33,8 @@ export const GUARDS = {
   minRuntimeElapsed: 'At least params { seconds } have passed since running_since.',
   restartAllowed: 'The restart policy params { policy, max, window_s } allows another restart now.',
   finalError: "The effect's error is final (the driver says retrying cannot help, e.g. the service refused the credentials).",
+  revisionReloadable:
+    'The cmd.revise keeps the bundle and manifest the VM was booted with, and changes its applied config_version (where params { config }: the role enables config-reload) or secrets_epoch (where params { secrets }: the role enables secrets-reload).',
 } as const;
 
 export const ACTORS = {
@@ -45,6 +49,7 @@ export const ACTORS = {
   restore: 'Driver: start the VM again from its snapshot.',
   stop: 'Driver: stop the VM, keeping persistent drives.',
   destroy: 'Driver: stop and remove the VM, its drives and snapshots.',
+  reload: 'Driver: rewrite the config and/or secrets drive of the running VM and send config-reload / secrets-reload over vsock, for what the revision changed among input { config, secrets } (what the role enables); outputs the applied { config_version, secrets_epoch }.',
   deadline: 'Fires `deadline.<name>` at the absolute deadline context.deadlines[input.name].',
 } as const;
 
@@ -58,7 +63,7 @@ export const EVENTS = {
   'cmd.wake': 'Wake a sleeping instance (or resume a warm one).',
   'cmd.retire': 'Scale-down: destroy once the minimum runtime has passed.',
   'cmd.destroy': 'Destroy now: the pool or tenant was removed.',
-  'cmd.revise': 'The pool revision changed: { revision, manifest_hash }; used from the next boot or wake.',
+  'cmd.revise': 'The pool revision changed, or the VM lags it: { revision, manifest_hash }; reloaded live where the role allows it, else used from the next boot or wake.',
   'dep.ready': 'The tenant reports this role\'s startup dependencies satisfied.',
   'obs.exited': 'The driver observed the VM exit unexpectedly: { reason }.',
   'obs.secrets-changed': 'The secrets present for this instance changed: { secrets }.',

@@ -7,7 +7,7 @@ import { rootOnlyEvents, type RootOnlyEvents } from '../../machines/root-only-ev
 import { DEADLINE_EVENT_PREFIX, type ActionName } from '../../machines/vocabulary.ts';
 import { canonicalJson } from '../catalog/manifest-hash.ts';
 import type { Clock } from '../common/clock.ts';
-import { DriverError, type InstanceSpec, type OpContext, type SnapshotRef, type VmmDriver } from '../driver/vmm-driver.ts';
+import { DriverError, type InstanceSpec, type OpContext, type ReloadRequest, type SnapshotRef, type VmmDriver } from '../driver/vmm-driver.ts';
 import type { RoleManifest } from '../schemas/role-manifest.ts';
 
 /**
@@ -41,6 +41,12 @@ export interface InstanceLogicOptions {
    * macrostep for every event; the tests run both and compare the snapshots.
    */
   rootShortcuts?: boolean;
+}
+
+/** What a live reload applied: the reload actor's output. */
+export interface AppliedRevision {
+  config_version: number;
+  secrets_epoch: number;
 }
 
 /** The system id of every instance root: effects find their instance's context through it. */
@@ -96,7 +102,8 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
       if (params.with_error && error instanceof DriverError) return { status_reason: `${params.what}: ${error.code}: ${error.message}`.slice(0, 1000) };
       return { status_reason: params.what };
     },
-    recordBoot: ({ context }: AssignerArgs) => ({ booted_at: clock.now(), manifest_hash: context.desired_manifest_hash, status_reason: null }),
+    recordBoot: ({ context }: AssignerArgs) => ({ booted_at: clock.now(), manifest_hash: context.desired_manifest_hash, booted_artifacts: context.revision.artifacts, status_reason: null }),
+    recordMounted: ({ context }: AssignerArgs) => ({ config_version: context.revision.config_version, secrets_epoch: context.revision.secrets_epoch }),
     markRunning: () => ({ running_since: clock.now(), status_reason: null }),
     countRestart: ({ context }: AssignerArgs) => ({ restarts: [...context.restarts.slice(-20), clock.now()] }),
     recordDeferral: (_: AssignerArgs, params: { command: string }) => ({ deferred: { command: params.command, since: clock.now() } }),
@@ -109,7 +116,11 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
     }),
     recordRevision: ({ event }: AssignerArgs) => {
       const revision = event.revision as InstanceContext['revision'];
-      return { revision, config_version: revision.config_version, secrets_epoch: revision.secrets_epoch, desired_manifest_hash: event.manifest_hash as string };
+      return { revision, desired_manifest_hash: event.manifest_hash as string };
+    },
+    recordReload: ({ event }: AssignerArgs) => {
+      const applied = (event as { output?: AppliedRevision }).output;
+      return applied ? { config_version: applied.config_version, secrets_epoch: applied.secrets_epoch, status_reason: null } : { status_reason: null };
     },
     recordExit: ({ event }: AssignerArgs) => ({ status_reason: `exited: ${typeof event.reason === 'string' ? event.reason : 'unknown'}` }),
   } satisfies Record<ActionName, (args: AssignerArgs, params: never) => Partial<InstanceContext>>;
@@ -122,6 +133,7 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
       recordRefusal: assign(assigners.recordRefusal),
       recordFailure: assign(assigners.recordFailure),
       recordBoot: assign(assigners.recordBoot),
+      recordMounted: assign(assigners.recordMounted),
       markRunning: assign(assigners.markRunning),
       countRestart: assign(assigners.countRestart),
       recordDeferral: assign(assigners.recordDeferral),
@@ -131,6 +143,7 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
       enableConnector: assign(assigners.enableConnector),
       disableConnector: assign(assigners.disableConnector),
       recordRevision: assign(assigners.recordRevision),
+      recordReload: assign(assigners.recordReload),
       recordExit: assign(assigners.recordExit),
     },
     guards: {
@@ -143,6 +156,11 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
       },
       restartAllowed: ({ context }, params: { policy: string; max: number; window_s: number }) =>
         params.policy !== 'never' && context.restarts.filter((t) => clock.now() - t < params.window_s * 1000).length < params.max,
+      revisionReloadable: ({ context, event }, params: ReloadRequest) => {
+        const revision = event.revision as InstanceContext['revision'] | undefined;
+        if (!revision || revision.artifacts !== context.booted_artifacts || event.manifest_hash !== context.manifest_hash) return false;
+        return (params.config && revision.config_version !== context.config_version) || (params.secrets && revision.secrets_epoch !== context.secrets_epoch);
+      },
     },
     actors: {
       preflight: fromPromise<PreflightResult>(async ({ system }) => effects.preflight(contextOf(system))),
@@ -164,6 +182,14 @@ export function createInstanceLogic(effects: InstanceEffects, logicOptions: Inst
         if (!context.snapshot) throw new DriverError('restore', spec.instance_id, 'no-snapshot', 'no snapshot recorded', false);
         return driver.restore(spec, context.snapshot, ctx);
       }, 'boot'),
+      // Only what the revision changed among what the role enables; the spec carries the desired revision.
+      reload: fromPromise<AppliedRevision, ReloadRequest>(async ({ system, signal, input }) => {
+        const context = contextOf(system);
+        const what = { config: input.config && context.revision.config_version !== context.config_version, secrets: input.secrets && context.revision.secrets_epoch !== context.secrets_epoch };
+        const applied = { config_version: what.config ? context.revision.config_version : context.config_version, secrets_epoch: what.secrets ? context.revision.secrets_epoch : context.secrets_epoch };
+        if (what.config || what.secrets) await driver.reload(effects.specFor(context), what, opContext(context, signal));
+        return applied;
+      }),
       stop: driverCall((spec, ctx) => driver.stop(spec.instance_id, ctx), 'stop'),
       destroy: driverCall((spec, ctx) => driver.destroy(spec.instance_id, ctx)),
       deadline: fromCallback<InstanceEvent, { name: string }>(({ input, system, sendBack }) => {

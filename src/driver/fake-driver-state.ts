@@ -1,6 +1,6 @@
 import type { Clock } from '../common/clock.ts';
 import type { IdSource } from '../common/ids.ts';
-import { DriverError, type DriveContent, type DriverOp, type InstanceSpec, type ObservedState, type ObservedVm, type SnapshotRef } from './vmm-driver.ts';
+import { DriverError, type DriveContent, type DriverOp, type InstanceSpec, type ObservedState, type ObservedVm, type ReloadRequest, type SnapshotRef } from './vmm-driver.ts';
 
 /**
  * The fake hypervisor's memory: one record per instance and the rules that change it. Every
@@ -17,6 +17,9 @@ import { DriverError, type DriveContent, type DriverOp, type InstanceSpec, type 
  * - A snapshot is tied to the bundle and manifest the VM really ran. It is consumed by the
  *   restore that starts from it and discarded by a cold boot: once the VM runs on, the memory image
  *   no longer matches its disks.
+ * - What the guest has applied: the config version and secrets epoch of the spec it booted or was
+ *   restored with (the guest agent's post-restore step re-reads the config drive and takes the
+ *   spec's epoch), or of the last live reload.
  */
 
 type UpState = 'running' | 'paused';
@@ -32,6 +35,16 @@ interface VmRecord {
   /** Readiness probes since the last boot or restore, by service name. */
   probes: Map<string, number>;
   ready: Set<string>;
+  /** The config version and secrets epoch the guest has applied (boot, reload, post-restore). */
+  applied: AppliedRevision | null;
+  /** Live reloads the guest answered since the record was created. */
+  reloadCount: number;
+}
+
+/** What the guest in a VM has applied. */
+export interface AppliedRevision {
+  config_version: number;
+  secrets_epoch: number;
 }
 
 /** A read-only copy of one instance's record, for tests and invariants. */
@@ -45,6 +58,9 @@ export interface FakeVmView {
   readonly restoreCount: number;
   /** Services that answered a readiness probe since the last boot or restore, sorted. */
   readonly ready: readonly string[];
+  /** What the guest has applied; null before the first boot. */
+  readonly applied: AppliedRevision | null;
+  readonly reloadCount: number;
 }
 
 const isUp = (vm: VmRecord | undefined): vm is VmRecord & { state: UpState } => vm?.state === 'running' || vm?.state === 'paused';
@@ -60,6 +76,8 @@ interface VmRecordJson {
   restoreCount: number;
   image: VmRecord['image'];
   ready: string[];
+  applied?: AppliedRevision | null;
+  reloadCount?: number;
 }
 
 export class FakeHypervisor {
@@ -90,7 +108,28 @@ export class FakeHypervisor {
     vm.bootCount += 1;
     vm.snapshot = null;
     vm.image = { artifacts: spec.revision.artifacts, manifest_hash: spec.manifest_hash };
+    vm.applied = appliedOf(spec);
     resetGuest(vm);
+  }
+
+  /**
+   * A live reload: the drives the request names are rewritten from the spec, and the guest
+   * applies the spec's config version and/or secrets epoch. Only a running VM's guest agent can
+   * answer, and only for a verb its role enables.
+   */
+  reload(spec: InstanceSpec, what: ReloadRequest): void {
+    const id = spec.instance_id;
+    const vm = this.requireUp('reload', id);
+    if (vm.state === 'paused') throw new DriverError('reload', id, 'vm-paused', 'the VM is paused; its guest agent cannot reload', false);
+    const verbs = [...(what.config ? ['config-reload'] : []), ...(what.secrets ? ['secrets-reload'] : [])];
+    const disabled = verbs.filter((verb) => !spec.vsock.handlers.includes(verb));
+    if (disabled.length > 0) throw new DriverError('reload', id, 'handler-disabled', `the role does not enable the ${disabled.join(' and ')} handler(s) (vsock.handlers)`, false);
+    for (const drive of spec.drives) {
+      if ((what.config && drive.persistence === 'versioned') || (what.secrets && drive.persistence === 'ephemeral')) vm.drives.set(drive.name, copyDrive(drive));
+    }
+    const before = vm.applied ?? appliedOf(spec);
+    vm.applied = { config_version: what.config ? spec.revision.config_version : before.config_version, secrets_epoch: what.secrets ? spec.revision.secrets_epoch : before.secrets_epoch };
+    vm.reloadCount += 1;
   }
 
   probe(spec: InstanceSpec, service: string): void {
@@ -150,6 +189,8 @@ export class FakeHypervisor {
     this.requireDrives('restore', spec, vm);
     vm.state = 'running';
     vm.restoreCount += 1;
+    // The guest agent's post-restore step re-reads the config drive just prepared and takes the spec's epoch.
+    vm.applied = appliedOf(spec);
     vm.image = { artifacts: vm.snapshot.artifacts, manifest_hash: vm.snapshot.manifest_hash };
     vm.snapshot = null;
     resetGuest(vm);
@@ -189,6 +230,8 @@ export class FakeHypervisor {
       bootCount: vm?.bootCount ?? 0,
       restoreCount: vm?.restoreCount ?? 0,
       ready: Object.freeze([...(vm?.ready ?? [])].sort()),
+      applied: vm?.applied ? Object.freeze({ ...vm.applied }) : null,
+      reloadCount: vm?.reloadCount ?? 0,
     });
   }
 
@@ -229,7 +272,7 @@ export class FakeHypervisor {
   toJSON(): Record<string, VmRecordJson> {
     const out: Record<string, VmRecordJson> = {};
     for (const [id, vm] of this.vms) {
-      out[id] = { state: vm.state, drives: [...vm.drives.values()], snapshot: vm.snapshot, bootCount: vm.bootCount, restoreCount: vm.restoreCount, image: vm.image, ready: [...vm.ready] };
+      out[id] = { state: vm.state, drives: [...vm.drives.values()], snapshot: vm.snapshot, bootCount: vm.bootCount, restoreCount: vm.restoreCount, image: vm.image, ready: [...vm.ready], applied: vm.applied, reloadCount: vm.reloadCount };
     }
     return out;
   }
@@ -237,12 +280,12 @@ export class FakeHypervisor {
   load(json: Record<string, VmRecordJson>): void {
     this.vms.clear();
     for (const [id, vm] of Object.entries(json)) {
-      this.vms.set(id, { ...vm, drives: new Map(vm.drives.map((d) => [d.name, d])), probes: new Map(), ready: new Set(vm.ready) });
+      this.vms.set(id, { ...vm, drives: new Map(vm.drives.map((d) => [d.name, d])), probes: new Map(), ready: new Set(vm.ready), applied: vm.applied ?? null, reloadCount: vm.reloadCount ?? 0 });
     }
   }
 
   private create(instanceId: string): VmRecord {
-    const vm: VmRecord = { state: 'stopped', drives: new Map(), snapshot: null, bootCount: 0, restoreCount: 0, image: null, probes: new Map(), ready: new Set() };
+    const vm: VmRecord = { state: 'stopped', drives: new Map(), snapshot: null, bootCount: 0, restoreCount: 0, image: null, probes: new Map(), ready: new Set(), applied: null, reloadCount: 0 };
     this.vms.set(instanceId, vm);
     return vm;
   }
@@ -259,6 +302,10 @@ export class FakeHypervisor {
       throw new DriverError(op, spec.instance_id, 'drives-missing', `drives not prepared: ${missing.join(', ')}`, false);
     }
   }
+}
+
+function appliedOf(spec: InstanceSpec): AppliedRevision {
+  return { config_version: spec.revision.config_version, secrets_epoch: spec.revision.secrets_epoch };
 }
 
 function serviceKey(instanceId: string, service: string): string {

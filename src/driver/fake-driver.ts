@@ -10,6 +10,7 @@ import {
   type InstanceSpec,
   type ObservedVm,
   type OpContext,
+  type ReloadRequest,
   type SnapshotRef,
   type VmExit,
   type VmmDriver,
@@ -148,6 +149,10 @@ export class FakeDriver implements VmmDriver {
 
   destroy(instanceId: string, ctx: OpContext): Promise<void> {
     return this.run('destroy', instanceId, ctx, () => this.hypervisor.destroy(instanceId));
+  }
+
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void> {
+    return this.run('reload', spec.instance_id, ctx, () => this.hypervisor.reload(spec, what));
   }
 
   describe(): Promise<ObservedVm[]> {

@@ -79,7 +79,19 @@ export interface VmExit {
   reason: string;
 }
 
-export type DriverOp = 'prepareDrives' | 'boot' | 'checkReadiness' | 'pause' | 'resume' | 'drain' | 'snapshot' | 'restore' | 'stop' | 'destroy' | 'describe';
+export type DriverOp = 'prepareDrives' | 'boot' | 'checkReadiness' | 'pause' | 'resume' | 'drain' | 'snapshot' | 'restore' | 'stop' | 'destroy' | 'describe' | 'reload';
+
+/**
+ * What a live reload of a running VM carries (VmmDriver.reload): the config drive rewritten for
+ * `spec.revision.config_version` and the guest told over vsock (`config-reload`), and/or the
+ * secrets drive rewritten from the secret store and the guest told the new
+ * `spec.revision.secrets_epoch` (`secrets-reload`). The chart asks only for what the role's
+ * manifest enables (`vsock.handlers`).
+ */
+export interface ReloadRequest {
+  config: boolean;
+  secrets: boolean;
+}
 
 export class DriverError extends Error {
   override readonly name = 'DriverError';
@@ -118,6 +130,15 @@ export interface VmmDriver {
   stop(instanceId: string, ctx: OpContext): Promise<void>;
   /** Stop and remove everything the instance had, drives and snapshots included (idempotent). */
   destroy(instanceId: string, ctx: OpContext): Promise<void>;
+  /**
+   * Brings a new config version and/or secrets epoch to the *running* VM without a reboot:
+   * rewrite the drive(s) the request names from `spec.drives`, then send `config-reload` /
+   * `secrets-reload` with `spec.revision`'s version / epoch over vsock and wait for the guest's
+   * answer. Idempotent (the same spec again rewrites the same contents and the guest answers
+   * the same). Refuses a VM that is not running (`vm-missing`, `vm-paused`) and a guest that did
+   * not apply the version (`not-applied`). A new bundle never goes this way: it needs a boot.
+   */
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void>;
   /** Every VM this driver knows of on this host. */
   describe(): Promise<ObservedVm[]>;
   /** Unexpected exits (crash, guest reboot). Returns an unsubscribe function. */

@@ -17,7 +17,9 @@ import type { ServiceProbeResult } from './service-probe.ts';
  * What the guest agent does with an OpenClaw gateway running in its own VM. Everything goes over
  * the VM's loopback: there OpenClaw approves the agent's device as an operator without a human,
  * which a connection from outside the VM never gets (PAIRING_REQUIRED). The token is read from
- * the secrets drive at every call, so a rotated token is used as soon as the drive carries it.
+ * the secrets drive at every call, so a rotated token is used as soon as the drive carries it;
+ * only `secrets.reload` logs in first with the token the gateway last accepted, because the
+ * gateway learns the rotated one from that very call.
  *
  * - readiness of an `openclaw-handshake` service: /readyz, then connect and hello-ok;
  * - readiness of an `openclaw-node-connected` service (a worker's node host): connected to the
@@ -82,6 +84,13 @@ export class OpenClawGuest {
     return { service, port: port.port, tokenSecret, scopes };
   }
 
+  /**
+   * The last token the gateway accepted from this agent. A secrets-reload arrives after the host
+   * has already written the rotated token to the drive, while the gateway still runs with the old
+   * one until `secrets.reload`: that call has to log in with the token the gateway knows.
+   */
+  #acceptedToken: string | null = null;
+
   async #token(secret: string): Promise<string> {
     if (this.#options.secretsDir === null) throw new OpenClawGatewayError('TOKEN_FILE_MISSING', null, `no secrets drive to read ${secret} from`, false);
     try {
@@ -121,6 +130,7 @@ export class OpenClawGuest {
     try {
       const token = await this.#token(target.tokenSecret);
       await probeGatewayOnce({ host: this.#host, port: target.port, token, role: 'operator', scopes: target.scopes, identity: this.#identityFor() }, clock, clock.now() + CALL_MS);
+      this.#acceptedToken = token;
       return { state: 'ready', probe: 'openclaw-handshake', detail: null };
     } catch (error) {
       if (!(error instanceof OpenClawGatewayError)) return { state: 'not-ready', probe: 'openclaw-handshake', detail: (error as Error).message.slice(0, 900) };
@@ -138,12 +148,27 @@ export class OpenClawGuest {
     throw new AgentError('unsupported', 'this guest runs no OpenClaw gateway service');
   }
 
-  async #operator(config: GuestConfig) {
+  /** An operator session: with the token on the drive, or first with the last accepted one (`preferAccepted`, for secrets.reload). */
+  async #operator(config: GuestConfig, preferAccepted = false) {
     const target = this.#gateway(config);
     const { clock } = this.#options;
+    const connect = (token: string) => connectOperator({ host: this.#host, port: target.port, token, identity: this.#identityFor() }, clock, clock.now() + CALL_MS);
     try {
-      const token = await this.#token(target.tokenSecret);
-      return await connectOperator({ host: this.#host, port: target.port, token, identity: this.#identityFor() }, clock, clock.now() + CALL_MS);
+      const onDrive = await this.#token(target.tokenSecret);
+      const candidates = preferAccepted && this.#acceptedToken !== null && this.#acceptedToken !== onDrive ? [this.#acceptedToken, onDrive] : [onDrive];
+      let lastError: unknown;
+      for (const token of candidates) {
+        try {
+          const operator = await connect(token);
+          this.#acceptedToken = token;
+          return operator;
+        } catch (error) {
+          lastError = error;
+          // Only a refused token is worth a second try with the other one.
+          if (!(error instanceof OpenClawGatewayError) || error.retryable) break;
+        }
+      }
+      throw lastError;
     } catch (error) {
       throw new AgentError('internal', `cannot connect to the OpenClaw gateway as operator: ${(error as Error).message}`);
     }
@@ -165,9 +190,11 @@ export class OpenClawGuest {
   /** Asks the gateway to re-read its secret files (OpenClaw's secrets.reload). False when no gateway runs here. */
   async reloadSecrets(config: GuestConfig): Promise<boolean> {
     if (!config.services.some((s) => this.#target(s, config.ports, config.secrets) !== null)) return false;
-    const operator = await this.#operator(config);
+    const operator = await this.#operator(config, true);
     try {
       await operator.request('secrets.reload', {}, this.#options.clock.now() + CALL_MS);
+      // From now on the gateway knows the token on the drive.
+      this.#acceptedToken = null;
       return true;
     } catch (error) {
       throw new AgentError('internal', `the gateway refused secrets.reload: ${(error as Error).message}`);

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createActor, type Actor, type AnyStateMachine } from 'xstate';
 import { fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
-import { newInstanceContext, statusOf, type InstanceContext } from '../../machines/instance-context.ts';
+import { newInstanceContext, reloadStateOf, statusOf, type InstanceContext } from '../../machines/instance-context.ts';
 import { tenantLogic, type RolePolicy, type TenantEvent, type TenantState } from '../../machines/tenant-supervisor.ts';
 import { createInstanceLogic, INSTANCE_SYSTEM_ID, persistedSnapshotOf, type InstanceLogic } from '../actors/instance-logic.ts';
 import type { Catalog, LoadedRole } from '../catalog/catalog.ts';
@@ -102,6 +102,8 @@ interface InstanceHandle {
   status: string;
   lastEvent: string;
   deferred: string | null;
+  /** The live-reload region's state as last journaled (null: not running or no reloads). */
+  reload: string | null;
   context: InstanceContext;
   /** Builds the snapshot record at commit; one function per actor, not one per transition. */
   produce: () => PersistedActor;
@@ -154,15 +156,16 @@ export class Host {
       specFor: (context) => {
         // A spec only changes with the pool (a new apply), the revision or the tenant's secrets:
         // reuse it across the several driver calls of one boot.
-        const key = `${this.#generation}|${context.config_version}|${context.revision.artifacts}|${context.desired_manifest_hash}|${this.#secrets.epoch(context.tenant_id)}`;
+        const key = `${this.#generation}|${context.revision.config_version}|${context.revision.secrets_epoch}|${context.revision.artifacts}|${context.desired_manifest_hash}|${this.#secrets.epoch(context.tenant_id)}`;
         const cached = this.#specs.get(context.instance_id);
         if (cached?.key === key) return cached.spec;
         const runtime = this.#poolRuntime(context);
-        const spec = this.#drives.spec(context, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress, this.#dependencyEndpoints(context, runtime.role), runtime.tenant);
+        const desired = desiredDrives(context);
+        const spec = this.#drives.spec(desired, runtime.role, runtime.pool, runtime.options.connectors, runtime.options.ingress, this.#dependencyEndpoints(context, runtime.role), runtime.tenant);
         this.#specs.set(context.instance_id, { key, spec });
         return spec;
       },
-      preflight: (context) => this.#drives.preflight(context, this.#poolRuntime(context).role),
+      preflight: (context) => this.#drives.preflight(desiredDrives(context), this.#poolRuntime(context).role),
     });
     this.#unsubscribeExits = options.driver.onExit((exit) => {
       this.#enqueue(() => this.#instances.get(exit.instance_id)?.actor.send({ type: 'obs.exited', reason: exit.reason }));
@@ -281,9 +284,13 @@ export class Host {
       else if (member.pool) {
         const runtime = this.#pools.get(`${member.tenant_id}/${member.pool_id}`)!;
         const handle = this.#instances.get(member.instance_id)!;
-        if (JSON.stringify(handle.context.revision) !== JSON.stringify(runtime.pool.revision) || handle.context.desired_manifest_hash !== runtime.role.hash) {
-          handle.actor.send({ type: 'cmd.revise', revision: runtime.pool.revision, manifest_hash: runtime.role.hash });
-        }
+        const { revision } = runtime.pool;
+        const changed = JSON.stringify(handle.context.revision) !== JSON.stringify(revision) || handle.context.desired_manifest_hash !== runtime.role.hash;
+        // A running VM that has not applied its pool's config_version or secrets_epoch (a failed
+        // reload, a revision that came during a reload) is sent the revision again: the chart
+        // reloads it where the role allows it, and only records it otherwise.
+        const lagging = handle.status === 'running' && (handle.context.config_version !== revision.config_version || handle.context.secrets_epoch !== revision.secrets_epoch);
+        if (changed || lagging) handle.actor.send({ type: 'cmd.revise', revision, manifest_hash: runtime.role.hash });
       }
     }
     const tenantIds = new Set([...desired.tenants.map((t) => t.tenant_id), ...plan.members.map((m) => m.tenant_id)]);
@@ -411,6 +418,7 @@ export class Host {
       status: '',
       lastEvent: snapshot ? 'restored' : 'created',
       deferred: snapshot ? (context.deferred?.command ?? null) : null,
+      reload: null,
       context,
       produce: () => ({
         schema_version: 1,
@@ -458,6 +466,13 @@ export class Host {
       this.#emit({ type: 'deferral', seq: entry.seq, instance_id: context.instance_id, tenant_id: context.tenant_id, command: deferred, entry });
     }
     handle.deferred = deferred;
+    const reload = reloadStateOf(value);
+    if (reload !== handle.reload) {
+      const before = handle.reload;
+      handle.reload = reload;
+      // A restored actor resumes a reload the previous run journaled.
+      if (handle.lastEvent !== 'restored') this.#journalReload(context, status, before, reload);
+    }
     if (status === handle.status) return;
     const from = handle.status === '' ? null : handle.status;
     if (from === null && handle.lastEvent === 'restored') {
@@ -481,6 +496,22 @@ export class Host {
     if (from === null) return; // the tenant learns of new members from its configuration
     this.#enqueue(() => this.#sendTenant(context.tenant_id, { type: 'member.status', at, instance_id: context.instance_id, status }));
     if (status === 'destroyed') this.#enqueue(() => this.#forget(handle));
+  }
+
+  /** Live reloads in the journal: started (`command`), applied (`observation`) or failed (`error`); the status stays `running`. */
+  #journalReload(context: InstanceContext, status: string, before: string | null, after: string | null): void {
+    const base = { at: this.#clock.now(), instance_id: context.instance_id, tenant_id: context.tenant_id, from: status, to: status };
+    const versions = { config_version: context.config_version, secrets_epoch: context.secrets_epoch };
+    if (after === 'reloading') {
+      this.#journal({ ...base, kind: 'command', event: 'reload', detail: { applied: versions, revision: { config_version: context.revision.config_version, secrets_epoch: context.revision.secrets_epoch } } });
+    } else if (before === 'reloading' && after === 'idle') {
+      this.#journal({ ...base, kind: 'observation', event: 'reload.applied', detail: { applied: versions } });
+    } else if (before === 'reloading' && after === 'failed') {
+      this.#journal({ ...base, kind: 'error', event: 'reload.failed', detail: { applied: versions, reason: context.status_reason } });
+    } else if (before === 'reloading') {
+      // Left running (stop, crash, sleep) in the middle of a reload: what was applied stands.
+      this.#journal({ ...base, kind: 'observation', event: 'reload.abandoned', detail: { applied: versions } });
+    }
   }
 
   #forget(handle: InstanceHandle): void {
@@ -743,6 +774,15 @@ export class Host {
     for (const actor of this.#tenants.values()) actor.stop();
     await this.#store.close();
   }
+}
+
+/**
+ * The context as the drives of the next boot, wake or live reload see it: the desired revision's
+ * config_version and secrets_epoch (the context's own fields say what the VM has applied).
+ */
+function desiredDrives(context: InstanceContext): InstanceContext {
+  if (context.config_version === context.revision.config_version && context.secrets_epoch === context.revision.secrets_epoch) return context;
+  return { ...context, config_version: context.revision.config_version, secrets_epoch: context.revision.secrets_epoch };
 }
 
 /** Opens (or creates) a host on `dataDir`, restoring whatever a previous run left there. */

@@ -1,5 +1,5 @@
 import type { ServiceSpec } from '../../src/schemas/role-manifest.ts';
-import type { DriverOp, InstanceSpec, ObservedVm, OpContext, SnapshotRef, VmExit, VmmDriver } from '../../src/driver/vmm-driver.ts';
+import type { DriverOp, InstanceSpec, ObservedVm, OpContext, ReloadRequest, SnapshotRef, VmExit, VmmDriver } from '../../src/driver/vmm-driver.ts';
 
 /**
  * A thin VmmDriver wrapper that timestamps (process.hrtime.bigint) when each operation is called
@@ -74,6 +74,9 @@ export class TimingDriver implements VmmDriver {
   }
   restore(spec: InstanceSpec, snapshot: SnapshotRef, ctx: OpContext): Promise<void> {
     return this.#timed('restore', spec.instance_id, () => this.#inner.restore(spec, snapshot, ctx));
+  }
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void> {
+    return this.#timed('reload', spec.instance_id, () => this.#inner.reload(spec, what, ctx));
   }
   stop(instanceId: string, ctx: OpContext): Promise<void> {
     return this.#timed('stop', instanceId, () => this.#inner.stop(instanceId, ctx));

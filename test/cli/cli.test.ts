@@ -180,7 +180,7 @@ describe('mvm-actors chart', () => {
 
   it('draws the chart a pool would get: fewer connectors, no ingress', async () => {
     const chart = JSON.parse((await mvm('chart', 'gateway', '--connectors', 'whatsapp', '--no-ingress')).stdout);
-    expect(Object.keys(chart.states.running.states)).toEqual(['lifecycle', 'connector-whatsapp']);
+    expect(Object.keys(chart.states.running.states)).toEqual(['lifecycle', 'connector-whatsapp', 'reload']);
   });
 
   it('names the problem for an unknown role, format or connector', async () => {

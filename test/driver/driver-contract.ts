@@ -56,6 +56,39 @@ export const contractService: ServiceSpec = {
   stop_timeout_s: 10,
 };
 
+const RELOAD_HANDLERS = ['ping', 'readiness', 'config-reload', 'secrets-reload'];
+
+/**
+ * The harness's spec for a role that enables the reload verbs, at a given config version and
+ * secrets epoch: the config drive carries a guest config (mvm.json) stamped with the version and
+ * naming the handlers, so a real guest agent answers config-reload and secrets-reload; the
+ * secrets drive carries `secret`.
+ */
+export function reloadableSpec(base: InstanceSpec, revision: { config_version: number; secrets_epoch: number }, secret: string, handlers = RELOAD_HANDLERS): InstanceSpec {
+  const mvm = {
+    schema_version: 1,
+    instance_id: base.instance_id,
+    tenant_id: base.tenant_id,
+    role: base.role,
+    config_version: revision.config_version,
+    secrets_epoch: revision.secrets_epoch,
+    services: [],
+    ports: [],
+    vsock: { agent_port: base.vsock.agent_port, handlers },
+    connectors: [],
+  };
+  return {
+    ...base,
+    revision: { ...base.revision, ...revision },
+    vsock: { ...base.vsock, handlers },
+    drives: base.drives.map((d) => {
+      if (d.persistence === 'versioned') return { ...d, files: { ...d.files, 'mvm.json': JSON.stringify(mvm) } };
+      if (d.persistence === 'ephemeral') return { ...d, files: Object.fromEntries(Object.keys(d.files).map((name) => [name, secret])) };
+      return d;
+    }),
+  };
+}
+
 export function describeDriverContract(name: string, makeDriver: () => DriverHarness | Promise<DriverHarness>): void {
   describe(`${name} keeps the VMM driver port's promises`, () => {
     let h: DriverHarness;
@@ -219,6 +252,38 @@ export function describeDriverContract(name: string, makeDriver: () => DriverHar
       await driver.destroy('contract-drives', ctx());
       await expectDrive('contract-drives', persistent.name, undefined);
       expect(await observed('contract-drives')).toEqual([]);
+    });
+
+    it('reload brings a new config version and secrets epoch to the running VM without a reboot, converges when repeated, and needs a running VM', async () => {
+      const id = 'contract-reload';
+      const first = reloadableSpec(specOf(id), { config_version: 1, secrets_epoch: 1 }, 'first-secret');
+      await driver.prepareDrives(first, ctx());
+      await driver.boot(first, ctx());
+      const next = reloadableSpec(specOf(id), { config_version: 2, secrets_epoch: 3 }, 'rotated-secret');
+      await driver.reload(next, { config: true, secrets: true }, ctx());
+      await driver.reload(next, { config: true, secrets: true }, ctx());
+      expect(await observed(id)).toEqual([{ instance_id: id, state: 'running', snapshot: null }]);
+      const config = next.drives.find((d) => d.persistence === 'versioned')!;
+      await expectDrive(id, config.name, config.files);
+      await expectDrive(id, driveOf(next, 'ephemeral').name, driveOf(next, 'ephemeral').files);
+      // Only what is asked: a secrets-only reload leaves the config drive as it is.
+      const third = reloadableSpec(specOf(id), { config_version: 3, secrets_epoch: 4 }, 'third-secret');
+      await driver.reload({ ...third, revision: { ...third.revision, config_version: 2 }, drives: third.drives.map((d) => (d.persistence === 'versioned' ? config : d)) }, { config: false, secrets: true }, ctx());
+      await expectDrive(id, config.name, config.files);
+      await expectDrive(id, driveOf(third, 'ephemeral').name, driveOf(third, 'ephemeral').files);
+      await driver.stop(id, ctx());
+      expect(await rejection(driver.reload(next, { config: true, secrets: true }, ctx()))).toMatchObject({ op: 'reload', code: 'vm-missing', retryable: false });
+      expect(await stateOf(id)).toEqual(['stopped']);
+    });
+
+    it('reload of a verb the role does not enable is refused with handler-disabled', async () => {
+      const id = 'contract-noreload';
+      const spec = reloadableSpec(specOf(id), { config_version: 1, secrets_epoch: 1 }, 'first-secret', ['ping', 'readiness']);
+      await driver.prepareDrives(spec, ctx());
+      await driver.boot(spec, ctx());
+      const next = reloadableSpec(specOf(id), { config_version: 2, secrets_epoch: 1 }, 'first-secret', ['ping', 'readiness']);
+      expect(await rejection(driver.reload(next, { config: true, secrets: false }, ctx()))).toMatchObject({ op: 'reload', code: 'handler-disabled', retryable: false });
+      expect(await stateOf(id)).toEqual(['running']);
     });
 
     it('pause of a VM that does not run is refused with vm-missing', async () => {

@@ -728,7 +728,7 @@ describe('the fake can be observed', () => {
 });
 
 describe('every port operation goes through the same timing and fault rules', () => {
-  const ops: DriverOp[] = ['prepareDrives', 'boot', 'checkReadiness', 'pause', 'resume', 'drain', 'snapshot', 'restore', 'stop', 'destroy'];
+  const ops: DriverOp[] = ['prepareDrives', 'boot', 'checkReadiness', 'pause', 'resume', 'drain', 'snapshot', 'restore', 'stop', 'destroy', 'reload'];
   it.each(ops)('%s can be failed with failNext and is logged', async (op) => {
     const { fake, ctx } = setup();
     fake.failNext(op);
@@ -745,6 +745,7 @@ describe('every port operation goes through the same timing and fault rules', ()
       restore: () => fake.restore(spec, ref, ctx()),
       stop: () => fake.stop('vm-1', ctx()),
       destroy: () => fake.destroy('vm-1', ctx()),
+      reload: () => fake.reload(spec, { config: true, secrets: true }, ctx()),
       describe: () => fake.describe(),
     };
     expect(await rejection(calls[op]())).toMatchObject({ op, code: 'injected' });

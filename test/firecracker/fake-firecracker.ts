@@ -22,6 +22,9 @@ import { FirecrackerSpec } from './firecracker-spec.ts';
  * - `PUT /snapshot/load` only on a fresh process (nothing but logger and metrics configured);
  *   a failed load ends the process, as Firecracker's does;
  * - `PUT /snapshot/create` only while Paused; `PATCH /vm` only after start;
+ * - `PATCH /drives/{drive_id}` only after start, for a drive attached before it, with a
+ *   `path_on_host` that exists: the drive's backing file is replaced (Firecracker reopens it and
+ *   notifies the guest), and the fake's guest sees the new contents of a config or secrets drive;
  * - the kernel, initrd and every drive's `path_on_host` must exist when they are PUT, and the
  *   snapshot's files (and the drives it names) when it is loaded.
  *
@@ -223,6 +226,19 @@ export class FakeFirecracker {
         this.#drives.set(drive.drive_id, drive);
         return undefined;
       }
+      case 'PATCH /drives/{drive_id}': {
+        if (!started) throw new Refusal('The requested operation is not supported before starting the microVM.');
+        const patch = body as unknown as { drive_id: string; path_on_host?: string };
+        if (patch.drive_id !== params.drive_id) throw new Refusal(`The id from the path (${params.drive_id}) does not match the id from the body (${patch.drive_id})!`);
+        const drive = this.#drives.get(patch.drive_id);
+        if (!drive) throw new Refusal(`Unable to patch the block device: DeviceNotFound: no drive ${patch.drive_id} was attached before boot.`);
+        if (patch.path_on_host !== undefined) {
+          if (!existsSync(this.#at(patch.path_on_host))) throw new Refusal(`Unable to patch the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${patch.path_on_host}")`);
+          drive.path_on_host = patch.path_on_host;
+          await this.#refreshGuestDrive(drive);
+        }
+        return undefined;
+      }
       case 'PUT /network-interfaces/{iface_id}': {
         if (body.iface_id !== params.iface_id) throw new Refusal(`The id from the path (${params.iface_id}) does not match the id from the body (${String(body.iface_id)})!`);
         for (const other of this.#ifaces.values()) {
@@ -346,6 +362,21 @@ export class FakeFirecracker {
       return true;
     }
     return false;
+  }
+
+  /** The guest sees a swapped config or secrets drive's new contents (a real guest remounts it by label). */
+  async #refreshGuestDrive(drive: Drive): Promise<void> {
+    const guest = this.#guest;
+    if (!guest || !drive.path_on_host) return;
+    const label = await run('e2label', [this.#at(drive.path_on_host)]).then(
+      (r) => r.stdout.trim(),
+      () => null,
+    );
+    const dir = label === 'mvm-config' ? path.join(guest.dir, 'config') : label === 'mvm-secrets' ? path.join(guest.dir, 'secrets') : null;
+    if (dir === null) return;
+    await rm(dir, { recursive: true, force: true });
+    await run('mkdir', ['-p', dir]);
+    await run('debugfs', ['-R', `rdump / ${dir}`, this.#at(drive.path_on_host)]);
   }
 
   async #startGuest(): Promise<void> {

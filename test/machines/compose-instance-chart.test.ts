@@ -85,7 +85,32 @@ describe('the role decides which parts of the lifecycle exist', () => {
     const chart = composeInstanceChart(gateway, { ingress: false, connectors: ['telegram'], min_runtime_s: gateway.sleep.min_runtime_s });
     const telegram = node(chart, 'running.connector-telegram')!;
     expect(telegram.states!.checking!.always![0]!.guard).toEqual({ type: 'secretsPresent', params: { secrets: ['telegram-bot-token'] } });
-    expect(Object.keys(node(chart, 'running')!.states!)).toEqual(['lifecycle', 'connector-telegram']);
+    expect(Object.keys(node(chart, 'running')!.states!)).toEqual(['lifecycle', 'connector-telegram', 'reload']);
+  });
+
+  it('has a live-reload region only where the role enables config-reload or secrets-reload, guarded for exactly those', async () => {
+    const gateway = await role('gateway');
+    const both = composeInstanceChart(gateway, fullOptions(gateway));
+    const reloading = node(both, 'running.reload.reloading')!;
+    expect(reloading.invoke).toEqual([expect.objectContaining({ id: 'reload', src: 'reload', input: { config: true, secrets: true } })]);
+    expect(node(both, 'running.reload.idle')!.on!['cmd.revise']).toEqual([
+      { guard: { type: 'revisionReloadable', params: { config: true, secrets: true } }, target: 'reloading', actions: [{ type: 'recordRevision' }] },
+      { actions: [{ type: 'recordRevision' }] },
+    ]);
+    // The drives prepared for a boot or a wake carry the desired revision: what the VM applies.
+    expect(node(both, 'launching.provisioning')!.invoke![0]!.onDone).toEqual({ target: 'booting', actions: [{ type: 'recordMounted' }] });
+    expect(node(both, 'waking.provisioning')!.invoke![0]!.onDone).toEqual({ target: 'restoring', actions: [{ type: 'recordMounted' }] });
+
+    const secretsOnly = await role('gateway');
+    secretsOnly.vsock.handlers = secretsOnly.vsock.handlers.filter((h) => h !== 'config-reload');
+    expect(node(composeInstanceChart(secretsOnly, fullOptions(secretsOnly)), 'running.reload.reloading')!.invoke![0]!.input).toEqual({ config: false, secrets: true });
+
+    const none = await role('gateway');
+    none.vsock.handlers = none.vsock.handlers.filter((h) => h !== 'config-reload' && h !== 'secrets-reload');
+    const chart = composeInstanceChart(none, fullOptions(none));
+    expect(node(chart, 'running.reload')).toBeUndefined();
+    // Without the region, the root records a revision for the next boot or wake.
+    expect(chart.on!['cmd.revise']).toEqual({ actions: [{ type: 'recordRevision' }] });
   });
 
   it('has an ingress region only where the role allows it and the pool turns it on', async () => {

@@ -3,14 +3,14 @@ import { assign, createActor, setup, SimulatedClock, type AnyMachineSnapshot, ty
 import { getAdjacencyMap, getPathsFromEvents, getShortestPaths, type StatePath } from 'xstate/graph';
 import type { ChartConfig, StateConfig, TransitionConfig, Transitions } from '../../machines/chart-config.ts';
 import { composeInstanceChart, fullOptions, type ComposeOptions } from '../../machines/compose-instance-chart.ts';
-import { newInstanceContext, type InstanceContext, type PreflightResult } from '../../machines/instance-context.ts';
+import { newInstanceContext, reloadStateOf, type InstanceContext, type PreflightResult } from '../../machines/instance-context.ts';
 import { ACTIONS } from '../../machines/vocabulary.ts';
 import { createInstanceLogic, INSTANCE_SYSTEM_ID } from '../../src/actors/instance-logic.ts';
 import type { LoadedRole } from '../../src/catalog/catalog.ts';
 import { loadCatalogStrict } from '../../src/catalog/load-catalog.ts';
 import type { Clock } from '../../src/common/clock.ts';
 import { createFakeDriver, type FakeDriver } from '../../src/driver/fake-driver.ts';
-import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../../src/driver/vmm-driver.ts';
+import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type ReloadRequest, type SnapshotRef, type VmExit, type VmmDriver } from '../../src/driver/vmm-driver.ts';
 import type { RoleManifest, ServiceSpec } from '../../src/schemas/role-manifest.ts';
 
 /**
@@ -75,6 +75,8 @@ interface ModelEvent {
   present?: boolean;
   /** Preflight's verdict. */
   output?: { passed: boolean };
+  /** cmd.revise: only the config_version and secrets_epoch change (same bundle and manifest): a live reload. */
+  live?: boolean;
 }
 
 type ModelTransition = Omit<TransitionConfig, 'actions'> & { actions?: { type: string; params?: Record<string, unknown> }[] };
@@ -158,7 +160,9 @@ function modelMachine(chart: ChartConfig, role: RoleManifest, usesMinRuntime: bo
       markRunning: assign(() => ({ elapsed: false })),
       markElapsed: assign(() => ({ elapsed: true })),
       countRestart: assign(({ context }) => ({ restarts: context.restarts + 1 })),
-      recordRevision: assign(() => ({ revised: true })),
+      // A live revision (same bundle) leaves the snapshot usable; any other makes it stale.
+      recordRevision: assign(({ context, event }) => ({ revised: context.revised || event.live !== true })),
+      'drv.reload': () => undefined,
     },
     guards: {
       preflightPassed: ({ event }) => event.output?.passed === true,
@@ -167,6 +171,8 @@ function modelMachine(chart: ChartConfig, role: RoleManifest, usesMinRuntime: bo
       restartAllowed: ({ context }, params: { policy: string; max: number }) => params.policy !== 'never' && context.restarts < params.max,
       // The model's probes fail only as "not ready yet"; final refusals are covered by test/openclaw/sim-openclaw.test.ts.
       finalError: () => false,
+      // Live only against the bundle the VM was booted with; the model sends live revisions only then.
+      revisionReloadable: ({ context, event }) => event.live === true && !context.revised,
     },
   });
   const config = toModelConfig(chart, usesMinRuntime);
@@ -187,6 +193,7 @@ function modelEvents(role: RoleManifest, invokes: InvokeInfo[], usesMinRuntime: 
   const hasOptionalSecrets = optionalSecrets(role).length > 0;
   const all: ModelEvent[] = [
     ...external.map((type) => ({ type })),
+    ...(role.vsock.handlers.some((h) => h === 'config-reload' || h === 'secrets-reload') ? [{ type: 'cmd.revise', live: true }] : []),
     { type: 'obs.secrets-changed', present: false },
     ...(hasOptionalSecrets ? [{ type: 'obs.secrets-changed', present: true }] : []),
     { type: 'xstate.done.actor.preflight', output: { passed: true } },
@@ -209,7 +216,11 @@ function modelEvents(role: RoleManifest, invokes: InvokeInfo[], usesMinRuntime: 
       // states there are copies of those with one restart.
       if (ctx.restarts > 1 && ctx.restarts < maxRestarts && !CRASH_LOOP.test(event.type)) return false;
       if (event.type === TIME_MIN_RUNTIME && ctx.elapsed) return false;
-      if (event.type === 'cmd.revise' && (ctx.revised || !(snapshot.value === 'sleeping' || lifecycleIdle(snapshot.value)))) return false;
+      // No time passes while a reload waits on the driver: past its deadline it fails, which the error event covers.
+      if (advancesTime && reloadStateOf(snapshot.value as never) === 'reloading') return false;
+      if (event.type === 'cmd.revise' && event.live !== true && (ctx.revised || !(snapshot.value === 'sleeping' || lifecycleIdle(snapshot.value)))) return false;
+      // A live revision is sent to a running VM booted from the current bundle, with no deferral pending (the state space stays small).
+      if (event.type === 'cmd.revise' && event.live === true && (ctx.revised || !lifecycleIdle(snapshot.value))) return false;
       // A snapshot taken before a revision is refused by the driver: restore can only fail then.
       if (event.type === 'xstate.done.actor.restore' && ctx.revised) return false;
       if (event.type === 'obs.secrets-changed' && topOf(snapshot.value) !== 'running' && event.present === ctx.store) return false;
@@ -345,6 +356,9 @@ class GatedDriver implements VmmDriver {
       this.image = snapshot.manifest_hash;
     });
   }
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void> {
+    return this.#gate('reload', spec.instance_id, ctx, () => this.fake.reload(spec, what, ctx));
+  }
   stop(id: string, ctx: OpContext): Promise<void> {
     return this.#gate('stop', id, ctx, () => this.fake.stop(id, ctx));
   }
@@ -477,7 +491,7 @@ const WARM_STATES = ['warming', 'warm', 'resuming'];
 function describePath(steps: Step[], upTo: number): string {
   return steps
     .slice(1, upTo + 1)
-    .map(({ event: e }) => (e.type === 'obs.secrets-changed' ? `secrets(${e.present ? '+' : '-'})` : e.output ? `${e.type}(${e.output.passed ? 'passed' : 'refused'})` : e.type))
+    .map(({ event: e }) => (e.type === 'obs.secrets-changed' ? `secrets(${e.present ? '+' : '-'})` : e.output ? `${e.type}(${e.output.passed ? 'passed' : 'refused'})` : e.live ? `${e.type}(live)` : e.type))
     .join(' → ');
 }
 
@@ -537,6 +551,10 @@ async function executePath(r: RoleUnderTest, steps: Step[], visited?: Set<string
         if (ctx.manifest_hash === null) return { kind: 'manifest-hash', message: 'running with no booted manifest hash recorded' };
         if (ctx.manifest_hash !== gate.image) return { kind: 'manifest-hash', message: `running with booted manifest hash ${ctx.manifest_hash} recorded, but the VM runs ${gate.image}` };
         if (ctx.running_since === null) return { kind: 'state', message: 'running with no running_since' };
+        // What the instance says the VM applied is what the guest applied (boot, wake or live reload), unless a reload is under way.
+        if (reloadStateOf(snap.value as never) !== 'reloading' && (vm.applied?.config_version !== ctx.config_version || vm.applied?.secrets_epoch !== ctx.secrets_epoch)) {
+          return { kind: 'state', message: `running with config ${ctx.config_version} / secrets ${ctx.secrets_epoch} recorded as applied, but the guest applied ${JSON.stringify(vm.applied)}` };
+        }
         const present = r.harness.secretsPresent();
         for (const name of r.options.connectors) {
           const connector = role.connectors.find((c) => c.name === name)!;
@@ -622,6 +640,10 @@ async function executePath(r: RoleUnderTest, steps: Step[], visited?: Set<string
       } else if (event.type === 'obs.secrets-changed') {
         world.store = event.present === true;
         actor.send({ type: 'obs.secrets-changed', secrets: r.harness.secretsPresent() });
+      } else if (event.type === 'cmd.revise' && event.live === true) {
+        // Same bundle and manifest as desired, the next config version and secrets epoch.
+        const { revision } = ctx;
+        actor.send({ type: 'cmd.revise', revision: { ...revision, config_version: revision.config_version + 1, secrets_epoch: revision.secrets_epoch + 1 }, manifest_hash: ctx.desired_manifest_hash });
       } else if (event.type === 'cmd.revise') {
         actor.send({ type: 'cmd.revise', revision: { artifacts: 'bundle-2', config_version: 2, secrets_epoch: 1 }, manifest_hash: REVISED_HASH });
       } else actor.send({ type: event.type });

@@ -131,9 +131,9 @@ describe('the statechart visualizer (/viz) in headless Chromium', () => {
     await page.click('button[data-instance-id="acme-workers-0"]');
     await chartShows({ instance: 'acme-workers-0', role: 'worker' });
     expect(await page.locator('#role-select').inputValue()).toBe('worker');
-    expect(await activeStates()).toBe('running running.lifecycle running.lifecycle.idle');
-    expect(await highlighted('g.node.active-leaf')).toEqual(['running.lifecycle.idle']);
-    expect((await highlighted('g.cluster.active')).sort()).toEqual(['cluster_running', 'cluster_running.lifecycle']);
+    expect(await activeStates()).toBe('running running.lifecycle running.lifecycle.idle running.reload running.reload.idle');
+    expect((await highlighted('g.node.active-leaf')).sort()).toEqual(['running.lifecycle.idle', 'running.reload.idle']);
+    expect((await highlighted('g.cluster.active')).sort()).toEqual(['cluster_running', 'cluster_running.lifecycle', 'cluster_running.reload']);
     // Painted, not only classed: the current state is filled with the highlight colour.
     const fill = await page.locator('#chart g.node.active-leaf > path, #chart g.node.active-leaf > polygon').first().evaluate((shape) => (globalThis as any).getComputedStyle(shape).fill);
     expect(fill).toBe('rgb(255, 179, 0)');
@@ -171,6 +171,7 @@ describe('the statechart visualizer (/viz) in headless Chromium', () => {
       'running.connector-whatsapp.enabled',
       'running.ingress.open',
       'running.lifecycle.idle',
+      'running.reload.idle',
     ]);
     expect(await page.locator('#chart').getAttribute('data-missing-states')).toBe('');
     const refusal = page.locator('#timeline tbody tr').first();
@@ -182,7 +183,7 @@ describe('the statechart visualizer (/viz) in headless Chromium', () => {
 
     await page.click('button[data-instance-id="acme-workers-3"]');
     await chartShows({ instance: 'acme-workers-3' });
-    expect(await activeStates()).toBe('running running.lifecycle running.lifecycle.sleep-deferred');
+    expect(await activeStates()).toBe('running running.lifecycle running.lifecycle.sleep-deferred running.reload running.reload.idle');
     const deferral = page.locator('#timeline tbody tr[data-kind="deferral"]').first();
     expect(await deferral.locator('.event').textContent()).toBe('cmd.sleep');
     expect(await deferral.locator('.reason').textContent()).toBe('until min runtime');

@@ -11,7 +11,7 @@ import type { ServiceSpec } from '../../schemas/role-manifest.ts';
 import { VsockError } from '../../vsock/errors.ts';
 import { connectGuestAgent, type VsockHostClient } from '../../vsock/host-client.ts';
 import { type PidRecord, liveProcess, signalGroup } from '../sim/proc.ts';
-import { DriverError, type DriveContent, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
+import { DriverError, type DriveContent, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type ReloadRequest, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
 import { bootSequence, sleepSequence, wakeSequence } from './api-sequences.ts';
 import { type FirecrackerLayout, firecrackerLayout } from './layout.ts';
 import { readSnapshotRecord, refOf, snapshotMismatch, writeSnapshotRecord } from './snapshot-record.ts';
@@ -31,6 +31,10 @@ import { readPidRecord, startVmm, writePidRecord } from './vmm-process.ts';
  *   uid/gid (from its vsock CID), cgroup v2 limits from the pool's resources, and every file the
  *   VMM opens hard-linked into its chroot; every path the API sees is chroot-relative.
  * - pause/resume: PATCH /vm Paused/Resumed (warm).
+ * - reload (a new config version or secrets epoch, live): the config image rebuilt and/or a
+ *   secrets image built, each swapped in with `PATCH /drives/{drive_id}` (allowed after boot:
+ *   Firecracker reopens `path_on_host` and tells the guest the block device changed), the secrets
+ *   image deleted again, then the guest agent's config-reload / secrets-reload over vsock.
  * - snapshot (sleep): pause, PUT /snapshot/create (Full), record what it is tied to, stop the
  *   process; the data image stays.
  * - restore (wake): refused when the snapshot's bundle or manifest differs from the spec's; else a
@@ -396,6 +400,40 @@ export class FirecrackerDriver implements VmmDriver {
     });
   }
 
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void> {
+    return this.#op('reload', spec.instance_id, ctx, async (layout, check) => {
+      const id = spec.instance_id;
+      this.#requireLive('reload', id, layout);
+      const info = await this.#info(layout, ctx);
+      if (info.state === 'Paused') throw new DriverError('reload', id, 'vm-paused', 'the VM is paused; its guest agent cannot reload', false);
+      if (info.state !== 'Running') throw new DriverError('reload', id, 'vm-missing', `the VM is ${info.state}, not running`, false);
+      const bundle = await this.#bundle('reload', spec);
+      const paths = this.#paths(spec, bundle, layout);
+      const runtime = await this.#runtime(layout);
+      const client = await this.#agent('reload', id, layout, runtime?.agent_port ?? spec.vsock.agent_port, spec.tenant_id, ctx);
+      try {
+        // Refused before anything changes: a drive swapped for a verb the guest does not answer would wait unapplied.
+        for (const verb of [...(what.config ? (['config-reload'] as const) : []), ...(what.secrets ? (['secrets-reload'] as const) : [])]) {
+          if (!client.handlers.has(verb)) throw new DriverError('reload', id, 'handler-disabled', `the guest agent does not enable ${verb} (the role's vsock.handlers)`, false);
+        }
+        await this.#swapDrives(spec, what, paths, layout, ctx, check);
+        if (what.config) {
+          const answer = await client.request('config-reload', { config_version: spec.revision.config_version }, { deadlineMs: this.#remaining(ctx, 60_000) });
+          if (!answer.applied) throw new DriverError('reload', id, 'not-applied', `the guest reports config version ${answer.config_version}, not ${spec.revision.config_version}`, true);
+        }
+        if (what.secrets) {
+          const answer = await client.request('secrets-reload', { secrets_epoch: spec.revision.secrets_epoch }, { deadlineMs: this.#remaining(ctx, 30_000) });
+          if (answer.secrets_epoch !== spec.revision.secrets_epoch) throw new DriverError('reload', id, 'not-applied', `the guest reports secrets epoch ${answer.secrets_epoch}, not ${spec.revision.secrets_epoch}`, true);
+        }
+      } catch (error) {
+        if (error instanceof DriverError) throw error;
+        throw new DriverError('reload', id, 'agent', `the guest agent did not reload: ${(error as Error).message}`, true);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
   stop(instanceId: string, ctx: OpContext): Promise<void> {
     return this.#op('stop', instanceId, ctx, async (layout, check) => {
       if (!(await exists(layout.dir))) return;
@@ -640,6 +678,34 @@ export class FirecrackerDriver implements VmmDriver {
       await rm(layout.drive(drive.name), { force: true });
       // Its hard link in the jail is the same file under another name.
       if (layout.jail) await rm(path.join(layout.jail.chrootDir, layout.jail.inside.drive(drive.name)), { force: true });
+    }
+  }
+
+  /** Rebuilds the config image and/or builds a secrets image and swaps each in with PATCH /drives/{drive_id}; the secrets image file goes again at once. */
+  async #swapDrives(spec: InstanceSpec, what: ReloadRequest, paths: InstancePaths, layout: FirecrackerLayout, ctx: OpContext, check: () => void): Promise<void> {
+    const id = spec.instance_id;
+    const swapped = spec.drives.filter((d) => (what.config && d.persistence === 'versioned') || (what.secrets && d.persistence === 'ephemeral'));
+    try {
+      for (const drive of swapped) {
+        check();
+        const image = layout.drive(this.#driveName('reload', id, drive.name));
+        if (drive.persistence === 'versioned') {
+          await this.#options.images.buildFilesImage({ path: image, label: drive.label, files: drive.files, fileMode: 0o444 });
+          await writeFile(layout.driveStamp(drive.name), contentHash(drive));
+        } else {
+          await this.#options.images.buildFilesImage({ path: image, label: drive.label, files: drive.files, fileMode: 0o400 });
+        }
+        // The jailed VMM opens the new image through its link in the chroot.
+        await this.#prepareJail('reload', spec, layout, layout.jail ? { [image]: layout.jail.inside.drive(drive.name) } : {});
+        await this.#client(layout)
+          .request('PATCH', `/drives/${encodeURIComponent(drive.name)}`, { drive_id: drive.name, path_on_host: paths.drives[drive.name] }, this.#requestOptions(ctx))
+          .catch((error: unknown) => {
+            throw this.#apiError('reload', id, error);
+          });
+      }
+    } finally {
+      // Firecracker holds the new secrets image open; the file itself goes at once, as after a boot.
+      if (what.secrets) await this.#deleteSecrets(spec, layout);
     }
   }
 

@@ -10,7 +10,7 @@ import { InstanceId, LocalName } from '../../schemas/ids.ts';
 import type { ServiceSpec } from '../../schemas/role-manifest.ts';
 import { findOpenClaw, requireOpenClaw, type OpenClawInstall } from '../../openclaw/install-location.ts';
 import { connectGuestAgent, type VsockHostClient } from '../../vsock/host-client.ts';
-import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
+import { DriverError, type DriverOp, type InstanceSpec, type ObservedVm, type OpContext, type ReloadRequest, type SnapshotRef, type VmExit, type VmmDriver } from '../vmm-driver.ts';
 import { type RunnerConfig, type VmLayout, loopbackFor, vmLayout } from './layout.ts';
 import { type PidRecord, isStopped, liveProcess, readProcStat, signalGroup } from './proc.ts';
 import { type TenantIdentity, type TenantIsolation, type TenantIsolationOption, resolveIsolation, tenantIdentity } from './tenant-identity.ts';
@@ -269,6 +269,54 @@ export class SimDriver implements VmmDriver {
         );
       } catch (error) {
         throw new DriverError('restore', id, 'post-restore', (error as Error).message, true);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  /**
+   * A live reload: the config and/or secrets drive directory is rewritten *in place* (a VM that
+   * runs the real OpenClaw has the directories bind-mounted in its own mount namespace, which a
+   * replaced directory would leave behind), each file by rename so a reader never sees half of
+   * one, then the guest agent is asked to apply the version / epoch and must say it did.
+   */
+  reload(spec: InstanceSpec, what: ReloadRequest, ctx: OpContext): Promise<void> {
+    return this.#op('reload', spec.instance_id, ctx, async (layout, check) => {
+      const id = spec.instance_id;
+      const record = this.#requireLive('reload', id, layout);
+      const stat = liveProcess(record);
+      if (stat && isStopped(stat)) throw new DriverError('reload', id, 'vm-paused', 'the VM is paused; its guest agent cannot reload', false);
+      const identity = this.#identityOf('reload', spec);
+      const runner = await this.#runnerConfig(layout);
+      const client = await this.#agent('reload', id, layout, runner.agent_port, check);
+      try {
+        // Refused before anything changes: a drive rewritten for a verb the guest does not answer would wait unapplied.
+        for (const verb of [...(what.config ? (['config-reload'] as const) : []), ...(what.secrets ? (['secrets-reload'] as const) : [])]) {
+          if (!client.handlers.has(verb)) throw new DriverError('reload', id, 'handler-disabled', `the guest agent does not enable ${verb} (the role's vsock.handlers)`, false);
+        }
+        for (const drive of spec.drives) {
+          check();
+          const dir = layout.drive(this.#driveName('reload', id, drive.name));
+          if (what.config && drive.persistence === 'versioned') {
+            await rewriteDriveInPlace(dir, drive.files, identity ? { dirMode: 0o750, fileMode: 0o440, uid: 0, gid: identity.gid } : { dirMode: 0o755, fileMode: 0o444 });
+          }
+          if (what.secrets && drive.persistence === 'ephemeral') {
+            const files = { ...drive.files, ...(await this.#mintSecrets(spec, layout, check)) };
+            await rewriteDriveInPlace(dir, files, identity ? { dirMode: 0o700, fileMode: 0o600, uid: identity.uid, gid: identity.gid } : { dirMode: 0o700, fileMode: 0o600 });
+          }
+        }
+        if (what.config) {
+          const answer = await client.request('config-reload', { config_version: spec.revision.config_version }, { deadlineMs: this.#remaining(ctx, 60_000) });
+          if (!answer.applied) throw new DriverError('reload', id, 'not-applied', `the guest reports config version ${answer.config_version}, not ${spec.revision.config_version}`, true);
+        }
+        if (what.secrets) {
+          const answer = await client.request('secrets-reload', { secrets_epoch: spec.revision.secrets_epoch }, { deadlineMs: this.#remaining(ctx, 30_000) });
+          if (answer.secrets_epoch !== spec.revision.secrets_epoch) throw new DriverError('reload', id, 'not-applied', `the guest reports secrets epoch ${answer.secrets_epoch}, not ${spec.revision.secrets_epoch}`, true);
+        }
+      } catch (error) {
+        if (error instanceof DriverError) throw error;
+        throw new DriverError('reload', id, 'agent', `the guest agent did not reload: ${(error as Error).message}`, true);
       } finally {
         client.close();
       }
@@ -705,6 +753,38 @@ async function writeDrive(dir: string, files: Record<string, string>, modes: { d
     await writeFile(target, content, { mode: 0o600 });
     await chmod(target, modes.fileMode);
   }
+}
+
+/**
+ * Rewrites a drive directory's files without replacing the directory: each file through a
+ * temporary name and rename(2), files the new contents no longer have removed. Owner and modes as
+ * prepareDrives gives them (`uid`/`gid` when isolating tenants).
+ */
+async function rewriteDriveInPlace(dir: string, files: Record<string, string>, modes: { dirMode: number; fileMode: number; uid?: number; gid?: number }): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: modes.dirMode });
+  const own = async (at: string) => {
+    if (modes.uid !== undefined && modes.gid !== undefined) await lchown(at, modes.uid, modes.gid);
+  };
+  const wanted = new Set<string>();
+  for (const [relative, content] of Object.entries(files)) {
+    const target = path.resolve(dir, relative);
+    if (!target.startsWith(`${dir}${path.sep}`)) throw new Error(`drive file path escapes its drive: ${relative}`);
+    wanted.add(target);
+    await mkdir(path.dirname(target), { recursive: true, mode: modes.dirMode });
+    const temporary = path.join(path.dirname(target), `.${path.basename(target)}.reload`);
+    await writeFile(temporary, content, { mode: 0o600 });
+    await chmod(temporary, modes.fileMode);
+    await own(temporary);
+    await rename(temporary, target);
+  }
+  const prune = async (at: string): Promise<void> => {
+    for (const entry of await readdir(at, { withFileTypes: true })) {
+      const child = path.join(at, entry.name);
+      if (entry.isDirectory()) await prune(child);
+      else if (!wanted.has(child)) await rm(child, { force: true });
+    }
+  };
+  await prune(dir);
 }
 
 /**
