@@ -1,3 +1,4 @@
+import { reloadError, requireReloadHandlers, sendReloadVerbs } from '../guest-reload.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { chown, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -412,22 +413,11 @@ export class FirecrackerDriver implements VmmDriver {
       const runtime = await this.#runtime(layout);
       const client = await this.#agent('reload', id, layout, runtime?.agent_port ?? spec.vsock.agent_port, spec.tenant_id, ctx);
       try {
-        // Refused before anything changes: a drive swapped for a verb the guest does not answer would wait unapplied.
-        for (const verb of [...(what.config ? (['config-reload'] as const) : []), ...(what.secrets ? (['secrets-reload'] as const) : [])]) {
-          if (!client.handlers.has(verb)) throw new DriverError('reload', id, 'handler-disabled', `the guest agent does not enable ${verb} (the role's vsock.handlers)`, false);
-        }
+        requireReloadHandlers(client, id, what);
         await this.#swapDrives(spec, what, paths, layout, ctx, check);
-        if (what.config) {
-          const answer = await client.request('config-reload', { config_version: spec.revision.config_version }, { deadlineMs: this.#remaining(ctx, 60_000) });
-          if (!answer.applied) throw new DriverError('reload', id, 'not-applied', `the guest reports config version ${answer.config_version}, not ${spec.revision.config_version}`, true);
-        }
-        if (what.secrets) {
-          const answer = await client.request('secrets-reload', { secrets_epoch: spec.revision.secrets_epoch }, { deadlineMs: this.#remaining(ctx, 30_000) });
-          if (answer.secrets_epoch !== spec.revision.secrets_epoch) throw new DriverError('reload', id, 'not-applied', `the guest reports secrets epoch ${answer.secrets_epoch}, not ${spec.revision.secrets_epoch}`, true);
-        }
+        await sendReloadVerbs(client, spec, what, (capMs) => this.#remaining(ctx, capMs));
       } catch (error) {
-        if (error instanceof DriverError) throw error;
-        throw new DriverError('reload', id, 'agent', `the guest agent did not reload: ${(error as Error).message}`, true);
+        throw reloadError(id, error);
       } finally {
         client.close();
       }

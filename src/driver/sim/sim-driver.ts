@@ -1,3 +1,4 @@
+import { reloadError, requireReloadHandlers, sendReloadVerbs } from '../guest-reload.ts';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, lchown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -291,10 +292,7 @@ export class SimDriver implements VmmDriver {
       const runner = await this.#runnerConfig(layout);
       const client = await this.#agent('reload', id, layout, runner.agent_port, check);
       try {
-        // Refused before anything changes: a drive rewritten for a verb the guest does not answer would wait unapplied.
-        for (const verb of [...(what.config ? (['config-reload'] as const) : []), ...(what.secrets ? (['secrets-reload'] as const) : [])]) {
-          if (!client.handlers.has(verb)) throw new DriverError('reload', id, 'handler-disabled', `the guest agent does not enable ${verb} (the role's vsock.handlers)`, false);
-        }
+        requireReloadHandlers(client, id, what);
         for (const drive of spec.drives) {
           check();
           const dir = layout.drive(this.#driveName('reload', id, drive.name));
@@ -306,17 +304,9 @@ export class SimDriver implements VmmDriver {
             await rewriteDriveInPlace(dir, files, identity ? { dirMode: 0o700, fileMode: 0o600, uid: identity.uid, gid: identity.gid } : { dirMode: 0o700, fileMode: 0o600 });
           }
         }
-        if (what.config) {
-          const answer = await client.request('config-reload', { config_version: spec.revision.config_version }, { deadlineMs: this.#remaining(ctx, 60_000) });
-          if (!answer.applied) throw new DriverError('reload', id, 'not-applied', `the guest reports config version ${answer.config_version}, not ${spec.revision.config_version}`, true);
-        }
-        if (what.secrets) {
-          const answer = await client.request('secrets-reload', { secrets_epoch: spec.revision.secrets_epoch }, { deadlineMs: this.#remaining(ctx, 30_000) });
-          if (answer.secrets_epoch !== spec.revision.secrets_epoch) throw new DriverError('reload', id, 'not-applied', `the guest reports secrets epoch ${answer.secrets_epoch}, not ${spec.revision.secrets_epoch}`, true);
-        }
+        await sendReloadVerbs(client, spec, what, (capMs) => this.#remaining(ctx, capMs));
       } catch (error) {
-        if (error instanceof DriverError) throw error;
-        throw new DriverError('reload', id, 'agent', `the guest agent did not reload: ${(error as Error).message}`, true);
+        throw reloadError(id, error);
       } finally {
         client.close();
       }
