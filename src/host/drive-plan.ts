@@ -33,8 +33,19 @@ export interface ConfigRecords {
   metaKeys(prefix: string): string[];
 }
 
+/** What every instance of one pool shares in its spec, derived once per pool and options. */
+interface PoolShared {
+  key: string;
+  poolConfig: ReturnType<DrivePlanner['poolConfig']>;
+  /** Secrets its role and enabled connectors use, in drive order. */
+  wantedSecrets: string[];
+}
+
 export class DrivePlanner {
   readonly #published: Set<string>;
+  // Pool specs are immutable and replaced by each apply: deriving their shared part once per pool
+  // instead of once per instance spares ten thousand copies of the same arrays per apply.
+  readonly #shared = new WeakMap<PoolSpec, PoolShared>();
 
   constructor(
     private readonly records: ConfigRecords,
@@ -122,6 +133,19 @@ export class DrivePlanner {
     return { passed: reasons.length === 0, reason: reasons.length ? reasons.join(' ') : null, secrets_present: this.secretsPresent(context, role), drives_missing: missingDrives };
   }
 
+  #poolShared(tenant: string, pool: PoolSpec, role: LoadedRole, connectors: readonly string[], ingress: boolean): PoolShared {
+    const key = `${tenant}|${role.hash}|${connectors.join(',')}|${ingress}`;
+    const known = this.#shared.get(pool);
+    if (known?.key === key) return known;
+    const shared: PoolShared = {
+      key,
+      poolConfig: this.poolConfig(tenant, pool, role, connectors, ingress),
+      wantedSecrets: [...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.filter((c) => connectors.includes(c.name)).flatMap((c) => c.secrets)],
+    };
+    this.#shared.set(pool, shared);
+    return shared;
+  }
+
   /** The driver spec: drive contents with secrets read now (in memory only). */
   spec(
     context: InstanceContext,
@@ -133,7 +157,7 @@ export class DrivePlanner {
     /** The instance's tenant: its gateway and prefix length go into `network` for the guest's kernel command line. */
     tenant?: TenantNetwork,
   ): InstanceSpec {
-    const wantedSecrets = [...role.manifest.secrets.map((s) => s.name), ...role.manifest.connectors.filter((c) => connectors.includes(c.name)).flatMap((c) => c.secrets)];
+    const { poolConfig, wantedSecrets } = this.#poolShared(context.tenant_id, pool, role, connectors, ingress);
     const drives: DriveContent[] = role.manifest.drives.map((drive) => {
       const files: Record<string, string> = {};
       if (drive.persistence === 'versioned') {
@@ -151,7 +175,7 @@ export class DrivePlanner {
           }).files,
         );
         const config = {
-          ...this.poolConfig(context.tenant_id, pool, role, connectors, ingress),
+          ...poolConfig,
           config_version: context.config_version,
           secrets_epoch: context.secrets_epoch,
           instance_id: context.instance_id,

@@ -293,10 +293,17 @@ export class Host {
         if (changed || lagging) handle.actor.send({ type: 'cmd.revise', revision, manifest_hash: runtime.role.hash });
       }
     }
-    const tenantIds = new Set([...desired.tenants.map((t) => t.tenant_id), ...plan.members.map((m) => m.tenant_id)]);
-    for (const tenantId of tenantIds) {
-      const tenant = desired.tenants.find((t) => t.tenant_id === tenantId);
-      const members = plan.members.filter((m) => m.tenant_id === tenantId);
+    // Grouped once: filtering every member for every tenant is quadratic in the fleet (10,000 x 1,000).
+    const tenantsById = new Map(desired.tenants.map((t) => [t.tenant_id, t]));
+    const membersByTenant = new Map<string, (typeof plan.members)[number][]>();
+    for (const t of desired.tenants) membersByTenant.set(t.tenant_id, []);
+    for (const m of plan.members) {
+      let list = membersByTenant.get(m.tenant_id);
+      if (!list) membersByTenant.set(m.tenant_id, (list = []));
+      list.push(m);
+    }
+    for (const [tenantId, members] of membersByTenant) {
+      const tenant = tenantsById.get(tenantId);
       const roles: Record<string, RolePolicy> = {};
       const floors: Record<string, number> = {};
       for (const [name, loaded] of this.#catalog.roles) {

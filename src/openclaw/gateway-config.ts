@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { SecretName } from '../schemas/ids.ts';
 import { parseIpv4 } from '../schemas/ipv4.ts';
 import type { RoleManifest, ServiceSpec } from '../schemas/role-manifest.ts';
-import { OpenClawMounts, openclawLayout, secretPath } from './openclaw-layout.ts';
+import { OpenClawMounts, openclawLayout, secretPath, type OpenClawLayout } from './openclaw-layout.ts';
 
 /**
  * The openclaw.json the control plane writes to a gateway's or node host's config drive. Pure:
@@ -101,8 +101,7 @@ function connectorOutcome(connector: z.infer<typeof ConnectorInput>, input: Open
 }
 
 /** Settings both formats share: paths on the data drive, no outbound calls, the config_version stamp. */
-function commonConfig(input: OpenClawConfigInput): Record<string, unknown> {
-  const layout = openclawLayout(input.mounts, input.config_file);
+function commonConfig(input: OpenClawConfigInput, layout: OpenClawLayout): Record<string, unknown> {
   return {
     env: {
       // Service environments are explicit (service-env.ts); never import a login shell's.
@@ -116,15 +115,54 @@ function commonConfig(input: OpenClawConfigInput): Record<string, unknown> {
   };
 }
 
-export function renderOpenClawConfig(raw: OpenClawConfigInput): RenderedOpenClawConfig {
+/**
+ * The layout for a pair of mount points and config file: a handful per fleet, so it is derived
+ * once each instead of filling eight path templates for every instance's config.
+ */
+const layouts = new Map<string, OpenClawLayout>();
+function layoutOf(mounts: OpenClawMounts, configFile: string): OpenClawLayout {
+  const key = JSON.stringify([mounts.data, mounts.secrets, mounts.config, mounts.tmp, configFile]);
+  let layout = layouts.get(key);
+  if (layout === undefined) {
+    layout = Object.freeze(openclawLayout(mounts, configFile));
+    if (layouts.size >= MEMO_LIMIT) layouts.clear();
+    layouts.set(key, layout);
+  }
+  return layout;
+}
+
+/** Bounds the memos below; far above the distinct pools of a fleet. */
+const MEMO_LIMIT = 4096;
+
+/**
+ * Inputs already validated, without their two per-instance fields (instance_id, listen.address).
+ * Every instance of a pool renders with the same rest, so the schema is run once per pool and
+ * revision; for the others only the two instance fields are checked, as the schema would. Anything
+ * else about an input (an extra key, a wrong type) gives a different key and the full parse.
+ */
+const validatedShapes = new Set<string>();
+function validated(raw: OpenClawConfigInput): OpenClawConfigInput {
+  if (typeof raw !== 'object' || raw === null) return OpenClawConfigInput.parse(raw);
+  const { instance_id: instanceId, listen, ...shared } = raw;
+  const listenShape = typeof listen === 'object' && listen !== null ? { ...listen, address: typeof listen.address } : listen;
+  const key = JSON.stringify([shared, listenShape, typeof instanceId]);
+  const instanceFieldsValid = typeof instanceId === 'string' && instanceId.length > 0 && (listen === null || (typeof listen === 'object' && typeof listen.address === 'string' && parseIpv4(listen.address) !== undefined));
+  if (instanceFieldsValid && validatedShapes.has(key)) return raw;
   const input = OpenClawConfigInput.parse(raw);
-  const common = commonConfig(input);
+  if (validatedShapes.size >= MEMO_LIMIT) validatedShapes.clear();
+  validatedShapes.add(key);
+  return input;
+}
+
+export function renderOpenClawConfig(raw: OpenClawConfigInput): RenderedOpenClawConfig {
+  const input = validated(raw);
+  const layout = layoutOf(input.mounts, input.config_file);
+  const common = commonConfig(input, layout);
   if (input.format === 'openclaw-node') {
     const config = common;
     return { config, text: `${JSON.stringify(config, null, 2)}\n`, connectors: [] };
   }
   const listen = input.listen!;
-  const layout = openclawLayout(input.mounts, input.config_file);
   const outcomes = input.connectors.map((c) => connectorOutcome(c, input));
   const enabled = input.connectors.filter((_, i) => outcomes[i]!.enabled);
   const channels = Object.fromEntries(enabled.map((c) => [c.name, CHANNELS[c.name]!(c, input)]));
