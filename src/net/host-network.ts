@@ -130,16 +130,43 @@ export class HostNetwork {
     await this.#exec('nft', ['-f', '-'], ruleset.text);
   }
 
-  /** Bridges for the tenants, stale `mvbr*` bridges removed, forwarding on, then the ruleset. */
-  async sync(tenants: readonly TenantNetwork[], ruleset: Ruleset): Promise<{ bridges: string[]; removed: string[] }> {
+  /**
+   * Bridges for the tenants, stale `mvbr*` bridges removed, the existing taps of live instances
+   * attached to their tenant's bridge again, forwarding on, then the ruleset. Re-attaching matters
+   * after a restart: a bridge deleted while the control plane was down comes back empty, and VMs
+   * that were adopted (not booted again) never pass through ensureTap.
+   */
+  async sync(tenants: readonly TenantNetwork[], ruleset: Ruleset, taps: readonly { tenant_id: string; tap: string }[] = []): Promise<{ bridges: string[]; removed: string[]; reattached: string[] }> {
     this.configure(tenants);
     const bridges: string[] = [];
-    for (const tenant of tenants) bridges.push(await this.ensureBridge(tenant));
+    const bridgeOf = new Map<string, string>();
+    for (const tenant of tenants) {
+      const bridge = await this.ensureBridge(tenant);
+      bridges.push(bridge);
+      bridgeOf.set(tenant.tenant_id, bridge);
+    }
     const removed = (await this.listBridges()).filter((b) => !bridges.includes(b));
     for (const bridge of removed) await this.#exec('ip', ['link', 'del', 'dev', bridge], undefined, (r) => /Cannot find device/.test(r.stderr));
+    const reattached: string[] = [];
+    const masters = await this.#tapMasters();
+    for (const { tenant_id, tap } of taps) {
+      const bridge = bridgeOf.get(tenant_id);
+      // A tap that does not exist belongs to a VM that is not running: its next boot or wake creates it.
+      if (bridge === undefined || !masters.has(tap) || masters.get(tap) === bridge) continue;
+      await this.#exec('ip', ['link', 'set', 'dev', tap, 'master', bridge]);
+      await this.#exec('ip', ['link', 'set', 'dev', tap, 'up']);
+      reattached.push(tap);
+    }
     await this.enableForwarding();
     await this.apply(ruleset);
-    return { bridges, removed };
+    return { bridges, removed, reattached };
+  }
+
+  /** Every link on the host with the bridge it is enslaved to (null when none), by name. */
+  async #tapMasters(): Promise<Map<string, string | null>> {
+    const result = await this.#exec('ip', ['-j', 'link', 'show']);
+    const links = JSON.parse(result.stdout || '[]') as { ifname: string; master?: string }[];
+    return new Map(links.map((l) => [l.ifname, l.master ?? null]));
   }
 
   /** The live table as `nft -j` text, or null when it is not loaded. */

@@ -27,7 +27,7 @@ import type { TapManager } from './firecracker-driver.ts';
 export interface NetworkSource {
   readonly catalog: Catalog;
   desiredState(): DesiredState | null;
-  instances(): { instance_id: string; tenant_id: string; pool_id: string; status: string; network: { ipv4: string } }[];
+  instances(): { instance_id: string; tenant_id: string; pool_id: string; status: string; network: { ipv4: string; tap: string } }[];
 }
 
 export interface NetworkSyncStatus {
@@ -170,9 +170,10 @@ export class HostNetworkSync implements TapManager {
         return this.status();
       }
       const started = this.#clock.now();
-      const result = await this.#network.sync(desired.tenants, ruleset);
+      const taps = (this.#source?.instances() ?? []).filter((i) => i.status !== 'destroyed').map((i) => ({ tenant_id: i.tenant_id, tap: i.network.tap }));
+      const result = await this.#network.sync(desired.tenants, ruleset, taps);
       this.#status = { state: 'synced', generation, error: null, at: this.#clock.now() };
-      this.#log.info({ generation, bridges: result.bridges.length, removed: result.removed, ms: this.#clock.now() - started }, 'host network synced');
+      this.#log.info({ generation, bridges: result.bridges.length, removed: result.removed, reattached: result.reattached, ms: this.#clock.now() - started }, 'host network synced');
     } catch (error) {
       this.#status = { state: 'failed', generation, error: (error as Error).message, at: this.#clock.now() };
       this.#log.error({ generation, err: error }, 'host network sync failed; the desired state stays applied, the network is retried at the next apply (or run `mvm-actors net apply`)');
