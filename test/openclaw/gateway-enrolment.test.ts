@@ -7,7 +7,7 @@ import { OpenClawGatewayError } from '../../src/openclaw/gateway-error.ts';
 import { probeGatewayOnce, waitForGatewayReady, type ReadyResult } from '../../src/openclaw/gateway-handshake.ts';
 import type { GatewayConnection } from '../../src/openclaw/gateway-client.ts';
 import type { OpenClawProcess } from '../../src/openclaw/openclaw-process.ts';
-import { clock, freePort, Harness, instanceDirs, listeningPorts, listFiles, putSecret, sleep, writeConfig, type InstanceDirs } from './openclaw-harness.ts';
+import { clock, freePort, Harness, instanceDirs, ourListeners, listFiles, putSecret, sleep, writeConfig, type InstanceDirs } from './openclaw-harness.ts';
 
 /**
  * One real gateway (openclaw@2026.9.6 on Node 24, ~20 s to start, ~1 GB) shared by these tests:
@@ -70,10 +70,10 @@ beforeAll(async () => {
 afterAll(async () => {
   operator?.close();
   await harness.stopAll();
-  const left = await listeningPorts();
+  const left = await ourListeners(port, harness.parent);
   harness.cleanup();
   console.log(`openclaw figures: ${JSON.stringify(figures)}`);
-  expect(left.has(port), `port ${port} still has a listener after stopping the gateway`).toBe(false);
+  expect(left, `processes of this test still listen on ${port} after stopping the gateway`).toEqual([]);
 }, 60_000);
 
 describe('a real OpenClaw gateway from a generated config', () => {

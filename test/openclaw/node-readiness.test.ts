@@ -12,7 +12,7 @@ import { serviceOutputPath } from '../../src/openclaw/openclaw-layout.ts';
 import type { OpenClawProcess } from '../../src/openclaw/openclaw-process.ts';
 import { lastConnectionEvent, tcpEstablishedTo } from '../../src/openclaw/node-connection.ts';
 import { openclawServiceSpec } from '../../src/openclaw/service-spec.ts';
-import { clock, freePort, Harness, instanceDirs, listeningPorts, putSecret, sleep, writeConfig, type InstanceDirs } from './openclaw-harness.ts';
+import { clock, freePort, Harness, instanceDirs, ourListeners, putSecret, sleep, writeConfig, type InstanceDirs } from './openclaw-harness.ts';
 
 /**
  * Worker readiness = connected, against the real openclaw@2026.9.6: the guest agent's
@@ -74,14 +74,16 @@ beforeAll(async () => {
   gateway = startGateway();
   await gatewayReady();
   figures.gateway_launch_to_ready_ms = clock.now() - gateway.startedAt;
+  // The leftover check in afterAll can see our gateway: while it runs, it is found.
+  expect(await ourListeners(port, harness.parent)).not.toEqual([]);
 }, 180_000);
 
 afterAll(async () => {
   await harness.stopAll();
-  const left = await listeningPorts();
+  const left = await ourListeners(port, harness.parent);
   harness.cleanup();
   console.log(`node readiness figures: ${JSON.stringify(figures)}`);
-  expect(left.has(port), `port ${port} still has a listener`).toBe(false);
+  expect(left, `processes of this test still listen on ${port}`).toEqual([]);
 }, 60_000);
 
 describe('worker readiness is "connected to its gateway", not "process runs" (real OpenClaw)', () => {

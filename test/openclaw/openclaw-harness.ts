@@ -107,6 +107,45 @@ export async function listeningPorts(): Promise<Set<number>> {
   return ports;
 }
 
+/**
+ * Processes that still listen on `port` and were started by this test: their environment names
+ * `marker` (the harness directory, in OPENCLAW_STATE_DIR and friends). The port alone is not
+ * enough: test files run in parallel, and once our gateway is gone the kernel may hand the same
+ * ephemeral port to another file's listener.
+ */
+export async function ourListeners(port: number, marker: string): Promise<number[]> {
+  const { readFileSync, readdirSync, readlinkSync } = await import('node:fs');
+  const inodes = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === '0A' && parseInt(fields[1]!.split(':')[1]!, 16) === port) inodes.add(fields[9]!);
+    }
+  }
+  if (inodes.size === 0) return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const holds = readdirSync(`/proc/${entry}/fd`).some((fd) => {
+        const target = (() => {
+          try {
+            return readlinkSync(`/proc/${entry}/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })();
+        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+        return inode !== undefined && inodes.has(inode);
+      });
+      if (holds && readFileSync(`/proc/${entry}/environ`, 'utf8').includes(marker)) pids.push(Number(entry));
+    } catch {
+      // The process ended while we looked: it holds nothing any more.
+    }
+  }
+  return pids;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => clock.setTimeout(resolve, ms));
 }

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ephemeralDeviceIdentity } from '../../src/openclaw/device-identity.ts';
 import { connectOperator, gatewayArgs } from '../../src/openclaw/enrolment.ts';
 import { waitForGatewayReady } from '../../src/openclaw/gateway-handshake.ts';
-import { clock, freePort, Harness, instanceDirs, listeningPorts, putSecret, writeConfig } from './openclaw-harness.ts';
+import { clock, freePort, Harness, instanceDirs, ourListeners, putSecret, writeConfig } from './openclaw-harness.ts';
 
 /**
  * A pool enabling Telegram with its token file present: the real gateway reads the token from
@@ -16,9 +16,9 @@ let port = 0;
 
 afterAll(async () => {
   await harness.stopAll(3_000);
-  const left = await listeningPorts();
+  const left = await ourListeners(port, harness.parent);
   harness.cleanup();
-  expect(left.has(port)).toBe(false);
+  expect(left, `processes of this test still listen on ${port}`).toEqual([]);
 }, 60_000);
 
 /** Every object in a JSON value that has the given key. */
