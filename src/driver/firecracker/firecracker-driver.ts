@@ -1,3 +1,4 @@
+import { VmExitWatch } from '../vm-exit-watch.ts';
 import { reloadError, requireReloadHandlers, sendReloadVerbs } from '../guest-reload.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { chown, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -109,13 +110,6 @@ export interface JailerOptions {
 
 const POLL_MS = 10;
 
-interface Tracked {
-  record: PidRecord;
-  /** Set before this driver ends the process, so the exit is not reported as unexpected. */
-  expected: boolean;
-  /** Started by this driver (its exit is seen directly) or adopted (polled). */
-  child: boolean;
-}
 
 /** What the running VM was started with; drain and describe need it without a spec. */
 interface RuntimeRecord {
@@ -149,12 +143,8 @@ export class FirecrackerDriver implements VmmDriver {
   readonly #clock: Clock;
   readonly #ids: IdSource;
   readonly #stopGraceMs: number;
-  readonly #adoptedPollMs: number;
   readonly #apiReadyMs: number;
-  readonly #tracked = new Map<string, Tracked>();
-  readonly #listeners = new Set<(exit: VmExit) => void>();
-  #pollTimer: unknown = null;
-  #closed = false;
+  readonly #exits: VmExitWatch;
 
   constructor(options: FirecrackerDriverOptions) {
     this.stateDir = path.resolve(options.stateDir);
@@ -163,7 +153,7 @@ export class FirecrackerDriver implements VmmDriver {
     this.#clock = options.clock;
     this.#ids = options.ids ?? randomIds;
     this.#stopGraceMs = options.stopGraceMs ?? 3000;
-    this.#adoptedPollMs = options.adoptedPollMs ?? 1000;
+    this.#exits = new VmExitWatch(options.clock, options.adoptedPollMs ?? 1000);
     this.#apiReadyMs = options.apiReadyMs ?? 10_000;
   }
 
@@ -207,7 +197,7 @@ export class FirecrackerDriver implements VmmDriver {
       if (live) {
         const info = await this.#info(layout, ctx).catch(() => null);
         if (info && info.state !== 'Not started') {
-          this.#adopt(id, layout);
+          this.#exits.adopt(id, readPidRecord(layout.pidFile));
           return;
         }
         // A process that never got past configuration (an earlier attempt died half-way): start over.
@@ -439,7 +429,7 @@ export class FirecrackerDriver implements VmmDriver {
       if (spec) await this.#options.taps?.removeTap(spec);
       if (layout.jail) await rm(layout.jail.jailDir, { recursive: true, force: true });
       await rm(layout.dir, { recursive: true, force: true });
-      this.#tracked.delete(instanceId);
+      this.#exits.forget(instanceId);
     });
   }
 
@@ -456,7 +446,7 @@ export class FirecrackerDriver implements VmmDriver {
         const info = await this.#info(layout, { signal: new AbortController().signal, deadline: this.#clock.now() + 2000 }).catch(() => null);
         // A live process that does not answer is still there: report it running so it is not started twice.
         state = info?.state === 'Paused' ? 'paused' : info?.state === 'Not started' ? 'stopped' : 'running';
-        this.#adopt(name, layout);
+        this.#exits.adopt(name, readPidRecord(layout.pidFile));
       }
       out.push({ instance_id: name, state, snapshot: snapshot ? refOf(snapshot) : null });
     }
@@ -464,18 +454,14 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   onExit(listener: (exit: VmExit) => void): () => void {
-    const subscription = (exit: VmExit) => listener(exit);
-    this.#listeners.add(subscription);
-    return () => this.#listeners.delete(subscription);
+    return this.#exits.onExit(listener);
   }
 
   // --- beyond the port ---
 
   /** Stops watching VMs (they keep running: they are detached). */
   close(): void {
-    this.#closed = true;
-    if (this.#pollTimer !== null) this.#clock.clearTimeout(this.#pollTimer);
-    this.#pollTimer = null;
+    this.#exits.close();
   }
 
   /** The VM's directory (validates the id). */
@@ -715,12 +701,7 @@ export class FirecrackerDriver implements VmmDriver {
       throw new DriverError(op, id, 'spawn', (error as Error).message, true);
     }
     await writePidRecord(layout.pidFile, started.record);
-    const tracked: Tracked = { record: started.record, expected: false, child: true };
-    this.#tracked.set(id, tracked);
-    void started.exited.then(({ code, signal }) => {
-      if (this.#tracked.get(id) === tracked) this.#tracked.delete(id);
-      if (!tracked.expected) this.#emit({ instance_id: id, reason: signal ?? `exit ${code ?? 'unknown'}` });
-    });
+    this.#exits.started(id, started.record, started.exited.then(({ code, signal }) => signal ?? `exit ${code ?? 'unknown'}`));
     const client = this.#client(layout);
     const readyBy = Math.min(ctx.deadline, this.#clock.now() + this.#apiReadyMs);
     for (;;) {
@@ -782,9 +763,7 @@ export class FirecrackerDriver implements VmmDriver {
   async #shutDown(instanceId: string, layout: FirecrackerLayout, check: () => void): Promise<void> {
     const record = this.#liveRecord(layout);
     if (record) {
-      const tracked = this.#tracked.get(instanceId);
-      if (tracked && tracked.record.pid === record.pid) tracked.expected = true;
-      else this.#tracked.set(instanceId, { record, expected: true, child: false });
+      this.#exits.expectExit(instanceId, record);
       signalGroup(record.pid, 'SIGTERM');
       // A process stopped with SIGSTOP only sees SIGTERM once it runs again.
       signalGroup(record.pid, 'SIGCONT');
@@ -813,38 +792,6 @@ export class FirecrackerDriver implements VmmDriver {
     if (!(await readSnapshotRecord(layout.snapshotRecord))) await rm(layout.snapshotDir, { recursive: true, force: true });
     // A jail's snapshot files are links to (or copies of) the ones above: never the record.
     if (layout.jail) await rm(layout.jail.snapshotDir, { recursive: true, force: true });
-  }
-
-  /** Watches a VM this driver did not start (it was running before): polled with the clock. */
-  #adopt(instanceId: string, layout: FirecrackerLayout): void {
-    if (this.#tracked.has(instanceId)) return;
-    const record = readPidRecord(layout.pidFile);
-    if (!record) return;
-    this.#tracked.set(instanceId, { record, expected: false, child: false });
-    this.#schedulePoll();
-  }
-
-  #schedulePoll(): void {
-    if (this.#pollTimer !== null || this.#closed) return;
-    this.#pollTimer = this.#clock.setTimeout(() => {
-      this.#pollTimer = null;
-      let adopted = 0;
-      for (const [id, tracked] of [...this.#tracked]) {
-        if (tracked.child) continue;
-        if (liveProcess(tracked.record)) {
-          adopted += 1;
-          continue;
-        }
-        this.#tracked.delete(id);
-        if (!tracked.expected) this.#emit({ instance_id: id, reason: 'exited (adopted VM; exit status unknown)' });
-      }
-      if (adopted > 0) this.#schedulePoll();
-    }, this.#adoptedPollMs);
-  }
-
-  #emit(exit: VmExit): void {
-    if (this.#closed) return;
-    for (const listener of [...this.#listeners]) listener(exit);
   }
 }
 

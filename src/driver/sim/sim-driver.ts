@@ -1,3 +1,4 @@
+import { VmExitWatch } from '../vm-exit-watch.ts';
 import { reloadError, requireReloadHandlers, sendReloadVerbs } from '../guest-reload.ts';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
@@ -74,13 +75,6 @@ const RUNNER = fileURLToPath(new URL('./vm-runner.ts', import.meta.url));
 const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const POLL_MS = 20;
 
-interface Tracked {
-  record: PidRecord;
-  /** Set before this driver signals the VM to go away, so its exit is not reported as unexpected. */
-  expected: boolean;
-  /** Started by this driver (its exit is seen directly) or adopted (polled). */
-  child: boolean;
-}
 
 export class SimDriver implements VmmDriver {
   readonly kind = 'sim';
@@ -89,16 +83,12 @@ export class SimDriver implements VmmDriver {
   readonly #clock: Clock;
   readonly #ids: IdSource;
   readonly #stopGraceMs: number;
-  readonly #adoptedPollMs: number;
   readonly #nodePath: string;
   /** Per-tenant uids, or null: paths only (see tenant-identity.ts). */
   readonly isolation: TenantIsolation | null;
   /** The OpenClaw install real services run with, or null: all services simulated. */
   readonly openclaw: OpenClawInstall | null;
-  readonly #tracked = new Map<string, Tracked>();
-  readonly #listeners = new Set<(exit: VmExit) => void>();
-  #pollTimer: unknown = null;
-  #closed = false;
+  readonly #exits: VmExitWatch;
 
   constructor(options: SimDriverOptions) {
     this.stateDir = path.resolve(options.stateDir);
@@ -106,7 +96,7 @@ export class SimDriver implements VmmDriver {
     this.#clock = options.clock;
     this.#ids = options.ids ?? randomIds;
     this.#stopGraceMs = options.stopGraceMs ?? 3000;
-    this.#adoptedPollMs = options.adoptedPollMs ?? 1000;
+    this.#exits = new VmExitWatch(options.clock, options.adoptedPollMs ?? 1000);
     this.#nodePath = options.nodePath ?? process.execPath;
     this.isolation = resolveIsolation(options.isolation);
     this.openclaw = resolveOpenClaw(options.openclaw ?? 'off', options.openclawDir);
@@ -325,7 +315,7 @@ export class SimDriver implements VmmDriver {
       if (!(await exists(layout.dir))) return;
       await this.#shutDown(instanceId, layout, check);
       await rm(layout.dir, { recursive: true, force: true });
-      this.#tracked.delete(instanceId);
+      this.#exits.forget(instanceId);
     });
   }
 
@@ -338,25 +328,21 @@ export class SimDriver implements VmmDriver {
       if (!(await stat(layout.dir).then((s) => s.isDirectory(), () => false))) continue;
       const live = liveProcess(readPidRecord(layout));
       const state = !live ? 'stopped' : isStopped(live) ? 'paused' : 'running';
-      if (live) this.#adopt(name, layout);
+      if (live) this.#exits.adopt(name, readPidRecord(layout));
       out.push({ instance_id: name, state, snapshot: await readSnapshot(layout) });
     }
     return out;
   }
 
   onExit(listener: (exit: VmExit) => void): () => void {
-    const subscription = (exit: VmExit) => listener(exit);
-    this.#listeners.add(subscription);
-    return () => this.#listeners.delete(subscription);
+    return this.#exits.onExit(listener);
   }
 
   // --- beyond the port ---
 
   /** Stops watching VMs (they keep running: they are detached). */
   close(): void {
-    this.#closed = true;
-    if (this.#pollTimer !== null) this.#clock.clearTimeout(this.#pollTimer);
-    this.#pollTimer = null;
+    this.#exits.close();
   }
 
   /** The VM's directory, for tests and `mvm-actors dev`. Validates the id. */
@@ -465,7 +451,7 @@ export class SimDriver implements VmmDriver {
     const id = spec.instance_id;
     let record = this.#liveRecord(layout);
     if (record) {
-      this.#adopt(id, layout);
+      this.#exits.adopt(id, readPidRecord(layout));
     } else {
       const mountOf = (mount: string) => spec.drives.find((d) => d.mount === mount)?.name;
       const runner: RunnerConfig = {
@@ -524,13 +510,8 @@ export class SimDriver implements VmmDriver {
       if (pid === undefined || stat === null) throw new DriverError(op, id, 'spawn', 'the VM runner did not start', true);
       record = { pid, start_time: stat };
       await writeAtomic(layout.pidFile, `${JSON.stringify(record)}\n`);
-      const tracked: Tracked = { record, expected: false, child: true };
-      this.#tracked.set(id, tracked);
       subprocess.unref();
-      void subprocess.then((result) => {
-        if (this.#tracked.get(id) === tracked) this.#tracked.delete(id);
-        if (!tracked.expected) this.#emit({ instance_id: id, reason: result.signal ?? `exit ${result.exitCode ?? 'unknown'}` });
-      });
+      this.#exits.started(id, record, subprocess.then((result) => result.signal ?? `exit ${result.exitCode ?? 'unknown'}`));
     }
     const started = record;
     await this.#waitFor(check, async () => {
@@ -547,9 +528,7 @@ export class SimDriver implements VmmDriver {
     const record = this.#liveRecord(layout);
     const runnerBefore = await this.#runnerConfig(layout).catch(() => null);
     if (record) {
-      const tracked = this.#tracked.get(instanceId);
-      if (tracked && tracked.record.pid === record.pid) tracked.expected = true;
-      else this.#tracked.set(instanceId, { record, expected: true, child: false });
+      this.#exits.expectExit(instanceId, record);
       const services = await serviceGroups(layout, record.pid);
       signalGroup(record.pid, 'SIGTERM');
       // A paused VM only sees SIGTERM once it runs again.
@@ -637,38 +616,6 @@ export class SimDriver implements VmmDriver {
     } catch (error) {
       throw new DriverError(op, instanceId, 'agent-unreachable', `cannot reach the guest agent: ${(error as Error).message}`, true);
     }
-  }
-
-  /** Watches a VM this driver did not start (it was running before): polled with the clock. */
-  #adopt(instanceId: string, layout: VmLayout): void {
-    if (this.#tracked.has(instanceId)) return;
-    const record = readPidRecord(layout);
-    if (!record) return;
-    this.#tracked.set(instanceId, { record, expected: false, child: false });
-    this.#schedulePoll();
-  }
-
-  #schedulePoll(): void {
-    if (this.#pollTimer !== null || this.#closed) return;
-    this.#pollTimer = this.#clock.setTimeout(() => {
-      this.#pollTimer = null;
-      let adopted = 0;
-      for (const [id, tracked] of [...this.#tracked]) {
-        if (tracked.child) continue;
-        if (liveProcess(tracked.record)) {
-          adopted += 1;
-          continue;
-        }
-        this.#tracked.delete(id);
-        if (!tracked.expected) this.#emit({ instance_id: id, reason: 'exited (adopted VM; exit status unknown)' });
-      }
-      if (adopted > 0) this.#schedulePoll();
-    }, this.#adoptedPollMs);
-  }
-
-  #emit(exit: VmExit): void {
-    if (this.#closed) return;
-    for (const listener of [...this.#listeners]) listener(exit);
   }
 }
 
