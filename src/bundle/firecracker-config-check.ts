@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { NIX_STORE } from '../catalog/nix-store-guard.ts';
 
 /**
  * Checks a bundle's base Firecracker config (the `firecracker --config-file` document) against
@@ -101,7 +102,7 @@ export function nixStoreReferences(config: unknown): ConfigProblem[] {
   const found: ConfigProblem[] = [];
   const walk = (value: unknown, pointer: string) => {
     if (typeof value === 'string') {
-      if (value.includes('/nix/store') && pointer !== '/boot-source/boot_args') {
+      if (value.includes(NIX_STORE) && pointer !== '/boot-source/boot_args') {
         found.push({ field: fieldOf(pointer), message: `names ${value}, inside /nix/store; the runtime never reads the Nix store. Make the path relative to the bundle (copy the file into it)` });
       }
     } else if (Array.isArray(value)) value.forEach((v, i) => walk(v, `${pointer}/${i}`));

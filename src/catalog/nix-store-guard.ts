@@ -17,7 +17,8 @@ export class NixStorePathError extends Error {
   }
 }
 
-function isUnderNixStore(p: string): boolean {
+/** Whether a path (resolved, not following symlinks) is the Nix store or inside it. */
+export function isUnderNixStore(p: string): boolean {
   const resolved = path.resolve(p);
   return resolved === NIX_STORE || resolved.startsWith(`${NIX_STORE}/`);
 }

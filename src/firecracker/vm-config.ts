@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { NIX_STORE, NixStorePathError } from '../catalog/nix-store-guard.ts';
+import { isUnderNixStore, NixStorePathError } from '../catalog/nix-store-guard.ts';
 import type { InstanceSpec } from '../driver/vmm-driver.ts';
 import { parseIpv4 } from '../schemas/ipv4.ts';
 import type { BootSource, Drive, MachineConfiguration, NetworkInterface, Vsock } from './api-client.ts';
@@ -89,7 +89,7 @@ export function buildVmConfig(spec: InstanceSpec, bundle: BundleBootFiles, paths
   const hostPath = (field: string, p: string): string => {
     if (p === '' || !path.isAbsolute(p)) throw new VmConfigError(id, field, `must be an absolute path, got ${JSON.stringify(p)}`);
     const resolved = path.resolve(p);
-    if (resolved === NIX_STORE || resolved.startsWith(`${NIX_STORE}/`)) throw new NixStorePathError(`Firecracker config for ${id}: ${field}`, p);
+    if (isUnderNixStore(resolved)) throw new NixStorePathError(`Firecracker config for ${id}: ${field}`, p);
     return p;
   };
   if (parseIpv4(spec.network.ipv4) === undefined) throw new VmConfigError(id, 'network.ipv4', `not an IPv4 address: ${spec.network.ipv4}`);
