@@ -7,6 +7,7 @@ import { loadCatalogStrict } from '../../src/catalog/load-catalog.ts';
 import { AddressAllocator } from '../../src/net/address-allocator.ts';
 import { generateRuleset, type NetInstance } from '../../src/net/nft-ruleset.ts';
 import { DesiredState } from '../../src/schemas/desired-state.ts';
+import { pool } from '../net/net-fixture.ts';
 
 /**
  * Host networking figures for `npm run bench`: nftables ruleset generation and `nft -f` apply
@@ -22,15 +23,6 @@ const APPLY_RUNS = 5;
 const ALLOCATIONS = 100_000;
 
 function fleet() {
-  const pool = (pool_id: string, role: string, running: number, ingress?: boolean) => ({
-    pool_id,
-    role,
-    profile: role === 'gateway' ? 'openclaw-gateway' : 'openclaw-worker',
-    revision: { artifacts: `${pool_id}-1`, config_version: 1, secrets_epoch: 0 },
-    resources: { vcpus: 1, mem_mib: 2048, data_disk_mib: 1024 },
-    desired_counts: { running, warm: 0, sleeping: 0 },
-    ...(ingress === undefined ? {} : { ingress: { enabled: ingress } }),
-  });
   return DesiredState.parse({
     schema_version: 1,
     node_id: 'bench-net',
