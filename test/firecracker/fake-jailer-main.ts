@@ -75,12 +75,16 @@ if (!existsSync(path.dirname(apiSock))) fail(`${path.dirname(apiInside)} does no
 if (process.getuid?.() !== 0) fail('must run as root to drop to the jail uid/gid');
 // Opened as root: the jailed ids may not write next to the test's files.
 const jailLog = values['jail-log'] ? openSync(values['jail-log'], 'a') : null;
-// Drop privileges for real, in the order that works: groups, gid, then uid.
+// The real jailer drops privileges and then execs Firecracker, whose binary it has linked into
+// the chroot. The fake Firecracker is Node plus this repository, which the jailed ids may not be
+// able to read (a clone under a 0700 directory such as /root or mktemp -d): so it starts as root,
+// loads everything it needs, and drops to the jail's ids itself (--run-as) before it serves the
+// API. This process drops too, so both run as the instance's uid/gid.
+const child = spawn(execFile, ['--api-sock', apiSock, '--chroot', chroot, '--run-as', `${uid}:${gid}`, ...rest], { stdio: 'inherit' });
+// In the order that works: groups, gid, then uid.
 process.setgroups!([]);
 process.setgid!(gid);
 process.setuid!(uid);
-
-const child = spawn(execFile, ['--api-sock', apiSock, '--chroot', chroot, ...rest], { stdio: 'inherit' });
 if (jailLog !== null) {
   writeSync(jailLog, `${JSON.stringify({ id, exec_file: execFile, chroot, uid: process.getuid!(), gid: process.getgid!(), cgroups, api_sock: apiSock, vmm_pid: child.pid, argv: process.argv.slice(2) })}\n`);
 }
