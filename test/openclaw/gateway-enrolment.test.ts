@@ -118,7 +118,9 @@ describe('a real OpenClaw gateway from a generated config', () => {
     expect(listed, 'the enrolled node host never showed up as connected and approved').toBeDefined();
     expect(listed!.paired).toBe(true);
     expect(listed!.commands).toContain('system.which');
-    const invoked = await invokeNode(operator, { nodeId: listed!.nodeId, command: 'system.which', params: { bins: ['sh'] }, timeoutMs: 10_000 }, clock, clock.now() + 20_000);
+    // The node host's first invocation loads its command handlers; on 2 busy cores (other files run
+    // gateways at the same time) that alone has taken over 10 s, so the bounds leave room for it.
+    const invoked = await invokeNode(operator, { nodeId: listed!.nodeId, command: 'system.which', params: { bins: ['sh'] }, timeoutMs: 40_000 }, clock, clock.now() + 50_000);
     expect(invoked.ok).toBe(true);
     expect(invoked.payload).toEqual({ bins: { sh: expect.stringMatching(/\/sh$/) } });
     figures.node_rss_bytes = node.memory().reduce((sum, p) => sum + p.rss_bytes, 0);
@@ -132,7 +134,7 @@ describe('a real OpenClaw gateway from a generated config', () => {
     harness.start(worker, nodeHostArgs({ gatewayHost: '127.0.0.1', gatewayPort: port, displayName: 'acme-worker-0', setupCode: null }), 'node-restarted');
     const again = await waitForNode('acme-worker-0', (n) => n.connected === true, 90_000);
     expect(again?.nodeId).toBe(listed!.nodeId);
-    const after = await invokeNode(operator, { nodeId: listed!.nodeId, command: 'system.which', params: { bins: ['sh'] }, timeoutMs: 10_000 }, clock, clock.now() + 20_000);
+    const after = await invokeNode(operator, { nodeId: listed!.nodeId, command: 'system.which', params: { bins: ['sh'] }, timeoutMs: 40_000 }, clock, clock.now() + 50_000);
     expect(after.ok).toBe(true);
 
     // All of the worker's OpenClaw state is on its data drive; its config drive was never written.
