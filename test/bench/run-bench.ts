@@ -31,10 +31,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { pino, type Level } from 'pino';
-import { SimulatedClock } from 'xstate';
 import type { Catalog } from '../../src/catalog/catalog.ts';
 import { loadCatalogStrict } from '../../src/catalog/load-catalog.ts';
 import { systemClock, type Clock } from '../../src/common/clock.ts';
@@ -45,7 +44,8 @@ import { apiBench, type ApiFigures } from './api.ts';
 import { fleetDesiredState, instancesPerTenant, type FleetShape } from './fleet.ts';
 import { rawBatchedPuts, readPersistedSizes, type PersistedSizes, type RawPutResult } from './raw-lmdb.ts';
 import { distribution, fixed, int, renderTable, type Distribution, type Row } from './report.ts';
-import { TimingDriver } from './timing-driver.ts';
+import { gcExposed, ms, settle, settledHeap, turn, within } from './bench-runtime.ts';
+import { wakeLatency, wakeNotes, wakeRows, type WakeFigures } from './wake.ts';
 import { parseParts, renderLaterParts, runLaterParts, type PartResult } from './later-parts.ts';
 
 const TARGETS = {
@@ -60,7 +60,8 @@ const { values: args } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
     tenants: { type: 'string', default: '1000' },
-    wakes: { type: 'string', default: '200' },
+    wakes: { type: 'string', default: '1000' },
+    'wake-warmup': { type: 'string', default: '200' },
     'raw-puts': { type: 'string', default: '20000' },
     rounds: { type: 'string', default: '10' },
     'profile-rounds': { type: 'string' },
@@ -75,11 +76,12 @@ const { values: args } = parseArgs({
 const TENANTS = Number(args.tenants);
 const LATER_PARTS = parseParts(args.parts);
 const WAKES = Number(args.wakes);
+const WAKE_WARMUP = Number(args['wake-warmup']);
 const RAW_PUTS = Number(args['raw-puts']);
 const ROUNDS = Number(args.rounds);
 const API_GETS = Number(args['api-gets']);
 const API_SECONDS = Number(args['api-seconds']);
-for (const [name, n] of [['--tenants', TENANTS], ['--wakes', WAKES], ['--raw-puts', RAW_PUTS], ['--rounds', ROUNDS], ['--api-gets', API_GETS], ['--api-seconds', API_SECONDS]] as const) {
+for (const [name, n] of [['--tenants', TENANTS], ['--wakes', WAKES], ['--wake-warmup', WAKE_WARMUP], ['--raw-puts', RAW_PUTS], ['--rounds', ROUNDS], ['--api-gets', API_GETS], ['--api-seconds', API_SECONDS]] as const) {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer`);
 }
 if (args['api-clients'] !== 'child' && args['api-clients'] !== 'in-process') throw new RangeError('--api-clients must be child or in-process');
@@ -90,39 +92,6 @@ const progress = (message: string): void => {
   process.stderr.write(`[bench] ${message}\n`);
 };
 const silent = pino({ level: 'silent' });
-
-const gc = (globalThis as { gc?: () => void }).gc;
-/** heapUsed after full collections; undefined without --expose-gc. */
-function settledHeap(): number | undefined {
-  if (!gc) return undefined;
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-}
-
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/** Lets microtasks, effects and store commits run until no instance is in the middle of an effect. */
-async function settle(host: Host): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    await turn();
-    await turn();
-    if (host.isSettled()) break;
-  }
-  await turn();
-  await host.flush();
-}
-
-const ms = (from: bigint, to: bigint): number => Number(to - from) / 1e6;
-
-/** `promise`, or a rejection naming `what` after `limitMs` (so a stuck phase fails instead of hanging). */
-function within<T>(promise: Promise<T>, limitMs: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done after ${limitMs} ms`)), limitMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1, 2 and 4 (part): apply from nothing to all running
@@ -164,7 +133,7 @@ async function applyToRunning(dataDir: string, driver: FakeDriver, catalog: Cata
   const total = shape.tenants * instancesPerTenant(shape);
   const document = fleetDesiredState(catalog, shape);
   const { host, store } = await openHostWithStore(dataDir, driver, catalog, systemClock);
-  const heapBefore = settledHeap();
+  const heapBefore = await settledHeap();
 
   const running = new Set<string>();
   let transitionEvents = 0;
@@ -210,7 +179,7 @@ async function applyToRunning(dataDir: string, driver: FakeDriver, catalog: Cata
   const journal = statsAfter.journalEntriesWritten - statsBefore.journalEntriesWritten;
   const snapshotsWritten = statsAfter.snapshotPutsWritten - statsBefore.snapshotPutsWritten;
   const runningNow = host.instances({ status: 'running' }).length;
-  const heapAfter = settledHeap();
+  const heapAfter = await settledHeap();
   await host.close();
   return {
     instances: total,
@@ -251,7 +220,7 @@ interface RestoreFigures {
 }
 
 async function restoreAfterRestart(dataDir: string, driver: FakeDriver, expected: number, journalBefore: number): Promise<RestoreFigures> {
-  const heapBefore = settledHeap();
+  const heapBefore = await settledHeap();
   const started = process.hrtime.bigint();
   // Default roles: the built-in manifests are loaded from disk, as in a real restart.
   const host = await createHost({ dataDir, driver, clock: systemClock, logger: silent });
@@ -260,7 +229,7 @@ async function restoreAfterRestart(dataDir: string, driver: FakeDriver, expected
   const running = instances.filter((i) => i.status === 'running').length;
   const settled = host.isSettled();
   await host.flush();
-  const heapAfter = settledHeap();
+  const heapAfter = await settledHeap();
   await host.close();
   const after = await readPersistedSizes(path.join(dataDir, 'state.lmdb'));
   if (instances.length !== expected) progress(`restore: expected ${expected} instances, found ${instances.length}`);
@@ -415,7 +384,7 @@ async function persistedTransitionRounds(dataDir: string, driver: FakeDriver, ca
       await turn();
     }
     await host.flush();
-    settledHeap();
+    await settledHeap();
 
     const profiler = args['profile-rounds'] === undefined ? undefined : await startProfiler();
     const before = store.stats();
@@ -480,142 +449,6 @@ async function persistedTransitionRounds(dataDir: string, driver: FakeDriver, ca
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5: wake overhead
-
-interface WakeFigures {
-  host: { tenants: number; instances: number; wakes: number };
-  /** host.wake(id) call to the driver's restore() call (includes the waking state's prepareDrives, a fake op). */
-  commandToRestoreCall: Distribution;
-  /** driver restore() resolved to the instance reaching running (includes one readiness probe, a fake op). */
-  restoreDoneToRunning: Distribution;
-  /** (a) + (b): the control plane's added latency. */
-  overhead: Distribution;
-  /** host.wake(id) call to running, end to end (the fake driver's own time included). */
-  endToEnd: Distribution;
-  refusedOrFailed: number;
-  /** Wakes during which a GC pause (perf_hooks 'gc' entry) overlapped, and (a)+(b) of the others. */
-  gcOverlapped: number;
-  /** GC pauses seen during the wake loop, and their total duration. */
-  gcPauses: { count: number; totalMs: number };
-  overheadWithoutGc: Distribution;
-  /**
-   * The slowest wakes: position in the sequence (0 = first), (a)+(b) ms, whether a GC pause
-   * overlapped, and the split: wake() call returning (synchronous part), wake() to prepareDrives
-   * called, prepareDrives done to restore called, and (b).
-   */
-  slowest: { index: number; ms: number; gc: boolean; split: { wakeCall: number; toPrepare: number; prepareToRestore: number; b: number } }[];
-}
-
-async function wakeLatency(dataDir: string, catalog: Catalog, wakes: number): Promise<WakeFigures> {
-  const workersPerTenant = 10;
-  const tenants = Math.ceil(wakes / workersPerTenant);
-  const shape: FleetShape = { tenants, gatewaysRunning: 1, workersRunning: workersPerTenant };
-  const clock = new SimulatedClock();
-  clock.set(1_764_000_000_000);
-  const driver = new TimingDriver(createFakeDriver({ clock }));
-  const host = await createHost({ dataDir, driver, clock, roles: catalog, logger: silent });
-  try {
-    const result = await host.apply(fleetDesiredState(catalog, shape));
-    if (!result.applied) throw new Error(`wake host: apply refused: ${result.refusal ?? ''}`);
-    await settle(host);
-    const workers = host.instances({ role: 'worker' }).slice(0, wakes);
-    if (workers.some((w) => w.status !== 'running')) throw new Error('wake host: not every worker is running after apply');
-    // Past the worker's minimum runtime (300 s), then put them to sleep.
-    clock.increment(301_000);
-    await settle(host);
-    for (const w of workers) {
-      const reply = host.sleep(w.instance_id);
-      if (!reply.accepted) throw new Error(`wake host: sleep(${w.instance_id}) refused: ${reply.reason ?? ''}`);
-    }
-    await settle(host);
-    const notAsleep = workers.filter((w) => host.instance(w.instance_id)?.status !== 'sleeping');
-    if (notAsleep.length > 0) throw new Error(`wake host: ${notAsleep.length} workers did not reach sleeping (first: ${notAsleep[0]!.instance_id} is ${host.instance(notAsleep[0]!.instance_id)?.status ?? '?'})`);
-    settledHeap();
-
-    const waiting = new Map<string, (at: bigint) => void>();
-    const unsubscribe = host.subscribe((event) => {
-      if (event.type !== 'transition') return;
-      const resolve = waiting.get(event.instance_id);
-      if (!resolve) return;
-      if (event.to === 'running') resolve(process.hrtime.bigint());
-      else if (event.to === 'failed' || event.to === 'refused') resolve(-1n);
-    });
-    const gcPauses: { start: number; end: number }[] = [];
-    const gcObserver = new PerformanceObserver((list) => {
-      for (const entry of list.getEntries() as PerformanceEntry[]) gcPauses.push({ start: entry.startTime, end: entry.startTime + entry.duration });
-    });
-    gcObserver.observe({ entryTypes: ['gc'] });
-    const windows: { start: number; end: number }[] = [];
-    const a: number[] = [];
-    const b: number[] = [];
-    const splits: WakeFigures['slowest'][number]['split'][] = [];
-    const sum: number[] = [];
-    const e2e: number[] = [];
-    let refusedOrFailed = 0;
-    for (const w of workers) {
-      const id = w.instance_id;
-      // The timeout is armed before the clock starts, so it costs the measured section nothing.
-      const runningAt = within(new Promise<bigint>((resolve) => waiting.set(id, resolve)), 10_000, `wake ${id}`).catch(() => -1n);
-      const windowStart = performance.now();
-      const started = process.hrtime.bigint();
-      const reply = host.wake(id);
-      const returned = process.hrtime.bigint();
-      if (!reply.accepted) {
-        refusedOrFailed++;
-        waiting.delete(id);
-        continue;
-      }
-      const at = await runningAt;
-      const windowEnd = performance.now();
-      waiting.delete(id);
-      const restore = driver.last('restore', id);
-      if (at < 0n || !restore || restore.settledAt === undefined || restore.calledAt < started) {
-        refusedOrFailed++;
-        continue;
-      }
-      const prepare = driver.last('prepareDrives', id);
-      const toCall = ms(started, restore.calledAt);
-      splits.push({
-        wakeCall: ms(started, returned),
-        toPrepare: prepare ? ms(started, prepare.calledAt) : Number.NaN,
-        prepareToRestore: prepare?.settledAt !== undefined ? ms(prepare.settledAt, restore.calledAt) : Number.NaN,
-        b: ms(restore.settledAt, at),
-      });
-      const toRunning = ms(restore.settledAt, at);
-      a.push(toCall);
-      b.push(toRunning);
-      sum.push(toCall + toRunning);
-      e2e.push(ms(started, at));
-      windows.push({ start: windowStart, end: windowEnd });
-      // Let the store commit this wake's batch before the next one, as between independent requests.
-      await turn();
-    }
-    unsubscribe();
-    // GC entries are delivered asynchronously (after a timer turn).
-    await new Promise<void>((resolve) => setTimeout(resolve, 20));
-    gcObserver.disconnect();
-    const overlapped = windows.map((w) => gcPauses.some((g) => g.start < w.end && g.end > w.start));
-    return {
-      host: { tenants, instances: shape.tenants * instancesPerTenant(shape), wakes: workers.length },
-      commandToRestoreCall: distribution(a),
-      restoreDoneToRunning: distribution(b),
-      overhead: distribution(sum),
-      endToEnd: distribution(e2e),
-      refusedOrFailed,
-      gcOverlapped: overlapped.filter(Boolean).length,
-      gcPauses: { count: gcPauses.length, totalMs: gcPauses.reduce((n, g) => n + g.end - g.start, 0) },
-      overheadWithoutGc: distribution(sum.filter((_, i) => !overlapped[i])),
-      slowest: sum
-        .map((value, index) => ({ index, ms: value, gc: overlapped[index] ?? false, split: splits[index]! }))
-        .sort((x, y) => y.ms - x.ms)
-        .slice(0, 5),
-    };
-  } finally {
-    await host.close();
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // 6: the API on a restored host
 
 /**
@@ -671,7 +504,7 @@ async function main(): Promise<void> {
   const benchStarted = process.hrtime.bigint();
   // Other processes on this 2-core machine skew every figure; the load average says whether there were any.
   const loadAvgAtStart = os.loadavg();
-  if (!gc) progress('global.gc is not exposed (run with --expose-gc): heap figures are skipped');
+  if (!gcExposed) progress('global.gc is not exposed (run with --expose-gc): heap figures are skipped');
   const catalogStarted = process.hrtime.bigint();
   const catalog = await loadCatalogStrict();
   const catalogLoadMs = ms(catalogStarted, process.hrtime.bigint());
@@ -703,8 +536,8 @@ async function main(): Promise<void> {
     progress(`5/7 raw LMDB: ${int(RAW_PUTS)} puts of a whole real instance snapshot record per round ...`);
     const raw = await rawBatchedPuts(path.join(root, 'raw.lmdb'), sample, RAW_PUTS, 3);
 
-    progress(`6/7 wake latency over ${WAKES} wakes ...`);
-    const wake = await wakeLatency(path.join(root, 'wake'), catalog, WAKES);
+    progress(`6/7 wake latency: ${int(WAKE_WARMUP)} warm-up and ${int(WAKES)} timed wakes on a host of ${int(total)} instances ...`);
+    const wake = await wakeLatency(path.join(root, 'wake'), catalog, { tenants: TENANTS, workersPerTenant: shape.workersRunning, warmup: WAKE_WARMUP, wakes: WAKES });
     progress('7/7 done');
     const laterParts = await runLaterParts(LATER_PARTS, progress);
 
@@ -751,7 +584,6 @@ function render(r: BenchResult): string {
   const t = (name: string) => r.targets.find((x) => x.name === name)!;
   const pass = (name: string) => t(name).pass ?? undefined;
   const kib = (bytes: number | undefined) => (bytes === undefined ? 'n/a (no --expose-gc)' : `${fixed(bytes / 1024, 2)} KiB`);
-  const d = (x: Distribution) => `${fixed(x.p50, 3)} / ${fixed(x.p99, 3)} ms`;
   const rows: Row[] = [
     { id: '1', label: `apply -> all ${int(r.apply.instances)} running, wall`, figure: `${int(r.apply.wallMs)} ms`, target: `< ${int(TARGETS.applyMs)} ms`, pass: pass('apply-to-running wall ms') },
     { id: '', label: 'CPU time (user + system, whole process)', figure: `${int(r.apply.cpuMs.total)} ms`, target: '' },
@@ -807,17 +639,7 @@ function render(r: BenchResult): string {
     { id: '', label: 'built-in manifest load (part of createHost)', figure: `${int(r.catalogLoadMs)} ms` },
     { id: '4', label: 'heap per instance actor (restored host; actors + host maps)', figure: kib(r.restore.heapBytesPerInstance), target: `<= ${int(TARGETS.heapBytesPerInstance / 1024)} KiB`, pass: pass('heap bytes per instance actor') },
     { id: '', label: 'heap per instance, applied host (incl. fake-driver VM records)', figure: kib(r.apply.heapBytesPerInstance) },
-    { id: '5', label: `wake overhead (a)+(b) p50 / p99, ${r.wake.overhead.n} wakes`, figure: d(r.wake.overhead), target: `p99 < ${TARGETS.wakeP99Ms} ms`, pass: pass('wake overhead p99 ms') },
-    { id: '', label: '(a) wake() call -> driver restore() called (incl. prepareDrives)', figure: d(r.wake.commandToRestoreCall) },
-    { id: '', label: '(b) driver restore() done -> running (incl. readiness probe)', figure: d(r.wake.restoreDoneToRunning) },
-    { id: '', label: 'wake() -> running end to end; max of (a)+(b)', figure: `${d(r.wake.endToEnd)}; ${fixed(r.wake.overhead.max, 3)} ms` },
-    { id: '', label: `(a)+(b) p50 / p99 of the ${r.wake.overheadWithoutGc.n} wakes with no GC pause (${r.wake.gcOverlapped} had one; ${r.wake.gcPauses.count} pauses, ${fixed(r.wake.gcPauses.totalMs, 1)} ms in the loop)`, figure: d(r.wake.overheadWithoutGc) },
-    ...r.wake.slowest.slice(0, 3).map((w, i) => ({
-      id: '',
-      label: i === 0 ? 'slowest #n: (a)+(b) = wake() sync | ->prepareDrives | ->restore | (b)' : '',
-      figure: `#${w.index} ${fixed(w.ms, 2)} = ${fixed(w.split.wakeCall, 2)} | ${fixed(w.split.toPrepare, 2)} | ${fixed(w.split.prepareToRestore, 2)} | ${fixed(w.split.b, 2)}${w.gc ? ' (gc)' : ''}`,
-    })),
-    { id: '', label: 'wakes refused or failed', figure: int(r.wake.refusedOrFailed) },
+    ...wakeRows(r.wake, TARGETS.wakeP99Ms, pass('wake overhead p99 ms')),
     ...apiRows(r),
   ];
   const m = r.machine;
@@ -838,8 +660,7 @@ function render(r: BenchResult): string {
     `  (2b) the earlier figure: journal entries (one per transition, deferral or refusal) committed between the apply() call and the store flush,`,
     `      divided by that whole window; it mostly measures the apply's CPU (actor creation, driver effects, readiness), not the persistence path.`,
     `  (4) heap: global.gc() before/after, heapUsed delta / instances; the figure with a target is the restored host (the fake driver's VM records already existed).`,
-    `  (5) wakes measured on a separate host of ${r.wake.host.instances} instances (${r.wake.host.tenants} tenants) with XState's SimulatedClock, workers slept past their 300 s minimum runtime;`,
-    `      the fake driver completes every op on a microtask, so (a) includes the fake prepareDrives and (b) includes the readiness probe after restore.`,
+    ...wakeNotes(r.wake),
     `  (6) API: createServer() listening on 127.0.0.1 in the bench's process (${r.api.serverLogger ? 'with a pino logger to /dev/null' : 'no logger, as createServer() without one; serve logs each request at info'}), over the host restored`,
     `      again after (2) (${int(r.api.hostRunning)} of ${int(r.api.hostInstances)} running); clients (fetch, autocannon, ws) ${r.api.clients === 'child process' ? 'in a forked child process, so they do not share the server\'s event loop' : 'in the bench\'s own process (--api-clients in-process)'}.`,
     `      (6a) from the request sent to the whole body received, one request at a time on one connection, after ${API.getsWarmup} untimed ones.`,
