@@ -293,7 +293,7 @@ export class GuestAgent {
         }
       }
       this.log.info({ config_version: config.config_version, requested: config_version, restarted: changed }, 'config reloaded');
-      return { config_version: config.config_version, previous_config_version: previous, applied: config.config_version === config_version };
+      return { config_version: config.config_version, previous_config_version: previous, applied: config.config_version === config_version, config_changed: changed };
     },
 
     'secrets-reload': async ({ secrets_epoch }) => {

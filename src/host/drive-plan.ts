@@ -168,7 +168,6 @@ export class DrivePlanner {
             manifest: role.manifest,
             tenant_id: context.tenant_id,
             instance_id: context.instance_id,
-            config_version: context.config_version,
             address: context.network.ipv4,
             enabledConnectors: connectors,
             secretsPresent: wantedSecrets.filter((name) => this.secrets.has(context.tenant_id, name)),

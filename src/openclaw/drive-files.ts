@@ -14,7 +14,6 @@ export interface OpenClawDriveInput {
   manifest: RoleManifest;
   tenant_id: string;
   instance_id: string;
-  config_version: number;
   /** The instance's tenant address: the gateway binds there. */
   address: string;
   /** Connectors the pool enables. */
@@ -36,7 +35,6 @@ export function openclawConfigFiles(input: OpenClawDriveInput): { files: Record<
       enabledConnectors: input.enabledConnectors,
       tenant_id: input.tenant_id,
       instance_id: input.instance_id,
-      config_version: input.config_version,
       address: input.address,
       secrets_present: input.secretsPresent,
       plugins_available: input.pluginsAvailable ?? [],

@@ -7,13 +7,15 @@ import { OpenClawMounts, openclawLayout, secretPath, type OpenClawLayout } from 
 /**
  * The openclaw.json the control plane writes to a gateway's or node host's config drive. Pure:
  * everything comes from the input (the pool's desired state, the role manifest, the instance's
- * tenant address, the drive mount points, config_version), so the same input gives the same
- * bytes and a config_version names exactly one file.
+ * tenant address, the drive mount points), so the same input gives the same bytes.
+ *
+ * config_version is deliberately not written into it (mvm.json on the same drive carries it): the
+ * guest agent restarts a service on config-reload only when its generated file changed, so a
+ * version stamp here would restart the gateway at every config_version, even one that changes
+ * nothing the gateway reads.
  *
  * Keys were checked against `openclaw config schema` and `openclaw config validate` of
- * openclaw 2026.9.6. The schema is closed: `meta` only takes OpenClaw's own keys, so the
- * config_version stamp goes in `env.vars` (MVM_CONFIG_VERSION), which OpenClaw accepts and
- * also exports to its process.
+ * openclaw 2026.9.6.
  */
 
 const ConnectorInput = z
@@ -27,7 +29,6 @@ const ConnectorInput = z
 export const OpenClawConfigInput = z
   .object({
     format: z.enum(['openclaw-gateway', 'openclaw-node']),
-    config_version: z.number().int().min(0),
     tenant_id: z.string().min(1),
     instance_id: z.string().min(1),
     mounts: OpenClawMounts,
@@ -100,13 +101,13 @@ function connectorOutcome(connector: z.infer<typeof ConnectorInput>, input: Open
   return { name: connector.name, enabled: true, reason: null };
 }
 
-/** Settings both formats share: paths on the data drive, no outbound calls, the config_version stamp. */
+/** Settings both formats share: the instance's identity, paths on the data drive, no outbound calls. */
 function commonConfig(input: OpenClawConfigInput, layout: OpenClawLayout): Record<string, unknown> {
   return {
     env: {
       // Service environments are explicit (service-env.ts); never import a login shell's.
       shellEnv: { enabled: false },
-      vars: { MVM_CONFIG_VERSION: String(input.config_version), MVM_TENANT_ID: input.tenant_id, MVM_INSTANCE_ID: input.instance_id },
+      vars: { MVM_TENANT_ID: input.tenant_id, MVM_INSTANCE_ID: input.instance_id },
     },
     update: { checkOnStart: false },
     discovery: { mdns: { mode: 'off' } },
@@ -210,7 +211,6 @@ export interface ServiceConfigSource {
   enabledConnectors: readonly string[];
   tenant_id: string;
   instance_id: string;
-  config_version: number;
   /** The instance's tenant address. */
   address: string;
   secrets_present: readonly string[];
@@ -242,7 +242,6 @@ export function openclawConfigInput(source: ServiceConfigSource): OpenClawConfig
   const tokenSecret = readiness.kind === 'openclaw-handshake' ? readiness.token_secret : (manifest.secrets.find((s) => s.generate === 'token')?.name ?? null);
   return {
     format: spec.format,
-    config_version: source.config_version,
     tenant_id: source.tenant_id,
     instance_id: source.instance_id,
     mounts: mountsFromManifest(manifest, source.tmp),

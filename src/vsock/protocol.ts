@@ -205,6 +205,10 @@ export const VerbResults = {
       config_version: ConfigVersion.describe('The version now on the config drive.'),
       previous_config_version: ConfigVersion.nullable(),
       applied: z.boolean().describe('The config drive now carries the requested version.'),
+      config_changed: z
+        .array(LocalName)
+        .optional()
+        .describe('Services whose generated config file (services[].config) changed and were restarted where the agent supervises them; the others kept running. Absent from agents older than this field.'),
     })
     .strict(),
   'secrets-reload': z

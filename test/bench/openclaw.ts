@@ -33,7 +33,7 @@ export async function benchOpenClaw(): Promise<{ rows: { label: string; figure: 
     const port = await freePort();
     const gw = instanceDirs(harness.parent, 'bench-gateway-0');
     putSecret(gw, 'gateway-token', 'bench-gateway-token');
-    writeConfig(gw, { format: 'openclaw-gateway', config_version: 1, tenant_id: 'bench', instance_id: 'bench-gateway-0', listen: { address: '127.0.0.1', port }, token_secret: 'gateway-token', connectors: [], secrets_present: ['gateway-token'], plugins_available: [] });
+    writeConfig(gw, { format: 'openclaw-gateway', tenant_id: 'bench', instance_id: 'bench-gateway-0', listen: { address: '127.0.0.1', port }, token_secret: 'gateway-token', connectors: [], secrets_present: ['gateway-token'], plugins_available: [] });
     const identity = loadDeviceIdentity(join(harness.parent, 'operator.json'));
     const target = { host: '127.0.0.1', port, token: 'bench-gateway-token', role: 'operator' as const, scopes: ['operator.read'], identity };
     const gateway = harness.start(gw, gatewayArgs(), 'gateway');
@@ -48,7 +48,7 @@ export async function benchOpenClaw(): Promise<{ rows: { label: string; figure: 
     const operator = await connectOperator(target, clock, clock.now() + 15_000);
     const code = await mintNodeSetupCode(operator, clock, clock.now() + 10_000);
     const worker = instanceDirs(harness.parent, 'bench-worker-0');
-    writeConfig(worker, { format: 'openclaw-node', config_version: 1, tenant_id: 'bench', instance_id: 'bench-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
+    writeConfig(worker, { format: 'openclaw-node', tenant_id: 'bench', instance_id: 'bench-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
     const node = harness.start(worker, nodeHostArgs({ gatewayHost: '127.0.0.1', gatewayPort: port, displayName: 'bench-worker-0', setupCode: code.setupCode }), 'node');
     const deadline = clock.now() + 120_000;
     while (clock.now() < deadline) {

@@ -38,6 +38,7 @@ function revised(doc: any, pool: string, change: Record<string, unknown>): any {
 }
 
 const reloadCalls = (t: TestHost, id: string) => t.driver.calls.filter((c) => c.op === 'reload' && c.instanceId === id).length;
+const openclawJson = (t: TestHost, id: string) => t.driver.drive(id, 'config')!.files['openclaw.json'];
 const mvmJson = (t: TestHost, id: string) => JSON.parse(t.driver.drive(id, 'config')!.files['mvm.json']!) as { config_version: number; secrets_epoch: number };
 const journalOf = (t: TestHost, id: string) => t.host.journal({ instanceId: id }).filter((e) => e.event.startsWith('reload')).map((e) => ({ kind: e.kind, event: e.event, detail: e.detail }));
 
@@ -45,8 +46,12 @@ describe('host: a new config_version or secrets_epoch reaches running instances 
   it('a running gateway gets config-reload with the new version and no reboot; the view and the journal show it', async () => {
     const { t, doc } = await fleet();
     expect(t.host.instance(GATEWAY)).toMatchObject({ status: 'running', config_version: 3, secrets_epoch: 2 });
+    const gatewaySettings = openclawJson(t, GATEWAY);
+    expect(gatewaySettings).toContain('"gateway"');
     await t.host.apply(revised(doc, 'gateway', { config_version: 4 }));
     await t.settle();
+    // Only mvm.json carries the version: the gateway's own file is byte for byte the same, so its service is not restarted.
+    expect(openclawJson(t, GATEWAY)).toBe(gatewaySettings);
 
     expect(reloadCalls(t, GATEWAY)).toBe(1);
     expect(t.driver.vm(GATEWAY)).toMatchObject({ state: 'running', bootCount: 1, restoreCount: 0, reloadCount: 1, applied: { config_version: 4, secrets_epoch: 2 } });

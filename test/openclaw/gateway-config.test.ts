@@ -11,7 +11,6 @@ import { Harness, instanceDirs, putSecret, serviceEnv, writeConfig } from './ope
 const mounts = { data: '/data', secrets: '/run/secrets', config: '/etc/mvm-config', tmp: '/tmp/mvm' };
 const base: OpenClawConfigInput = {
   format: 'openclaw-gateway',
-  config_version: 7,
   tenant_id: 'acme',
   instance_id: 'acme-gateway-0',
   mounts,
@@ -29,8 +28,9 @@ const base: OpenClawConfigInput = {
 const harness = new Harness();
 afterAll(() => harness.cleanup());
 
+let validations = 0;
 async function validate(input: Omit<OpenClawConfigInput, 'mounts' | 'config_file'>, secrets: Record<string, string>) {
-  const dirs = instanceDirs(harness.parent, `validate-${input.config_version}-${Object.keys(secrets).length}`);
+  const dirs = instanceDirs(harness.parent, `validate-${++validations}`);
   for (const [name, value] of Object.entries(secrets)) putSecret(dirs, name, value);
   const rendered = writeConfig(dirs, input);
   const result = await execa(harness.install.node, [harness.install.entry, 'config', 'validate'], { env: serviceEnv(harness.install, dirs), reject: false, extendEnv: false });
@@ -38,7 +38,7 @@ async function validate(input: Omit<OpenClawConfigInput, 'mounts' | 'config_file
 }
 
 describe('generated openclaw.json', () => {
-  it('binds the tenant address on the declared port with file-provided token auth, state on /data, outbound calls off, stamped with config_version', () => {
+  it('binds the tenant address on the declared port with file-provided token auth, state on /data, outbound calls off, the instance named in env.vars', () => {
     const { config } = renderOpenClawConfig(base) as { config: any };
     expect(config.gateway).toMatchObject({ mode: 'local', port: 18789, bind: 'custom', customBindHost: '10.20.0.2', auth: { mode: 'token', token: { source: 'file', provider: 'mvmgatewaytoken', id: 'value' } } });
     expect(config.gateway.nodes.pairing.sshVerify).toBe(false);
@@ -48,7 +48,8 @@ describe('generated openclaw.json', () => {
     expect(config.update).toEqual({ checkOnStart: false });
     expect(config.discovery).toEqual({ mdns: { mode: 'off' } });
     expect(config.models).toEqual({ catalogRefresh: { enabled: false } });
-    expect(config.env.vars.MVM_CONFIG_VERSION).toBe('7');
+    // No config_version: a new version that changes nothing the gateway reads must not change its file (and restart it).
+    expect(config.env.vars).toEqual({ MVM_TENANT_ID: 'acme', MVM_INSTANCE_ID: 'acme-gateway-0' });
     expect(config.plugins.entries['device-pair'].config.publicUrl).toBe('ws://10.20.0.2:18789');
   });
 
@@ -82,7 +83,7 @@ describe('generated openclaw.json', () => {
     const rendered = [...catalog.roles.values()].flatMap((role) =>
       role.manifest.services.map((service) => ({
         service: service.name,
-        input: openclawConfigInput({ manifest: role.manifest, service, enabledConnectors: role.manifest.connectors.map((c) => c.name), tenant_id: 't', instance_id: 't-p-0', config_version: 1, address: '10.0.0.2', secrets_present: [], plugins_available: [], tmp: '/tmp/x' }),
+        input: openclawConfigInput({ manifest: role.manifest, service, enabledConnectors: role.manifest.connectors.map((c) => c.name), tenant_id: 't', instance_id: 't-p-0', address: '10.0.0.2', secrets_present: [], plugins_available: [], tmp: '/tmp/x' }),
       })),
     );
     const withConfig = rendered.filter((r) => r.input !== null);
@@ -124,13 +125,13 @@ describe('openclaw config validate (the real package) accepts the generated file
   });
 
   it('a gateway config without Telegram (secret absent)', async () => {
-    const { result, rendered } = await validate({ ...input, config_version: 8, secrets_present: ['gateway-token'] }, { 'gateway-token': 'tok' });
+    const { result, rendered } = await validate({ ...input, secrets_present: ['gateway-token'] }, { 'gateway-token': 'tok' });
     expect((rendered.config as any).channels).toBeUndefined();
     expect(result.exitCode, result.stdout + result.stderr).toBe(0);
   });
 
   it('a node-host config', async () => {
-    const { result } = await validate({ ...input, format: 'openclaw-node', config_version: 9, listen: null, token_secret: null, connectors: [] }, {});
+    const { result } = await validate({ ...input, format: 'openclaw-node', listen: null, token_secret: null, connectors: [] }, {});
     expect(result.exitCode, result.stdout + result.stderr).toBe(0);
   });
 

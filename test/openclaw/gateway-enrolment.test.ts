@@ -48,7 +48,6 @@ beforeAll(async () => {
   // The pool enables Telegram but its secret is absent: the connector stays out of the config and the gateway still runs.
   const rendered = writeConfig(gwDirs, {
     format: 'openclaw-gateway',
-    config_version: 4,
     tenant_id: 'acme',
     instance_id: 'acme-gateway-0',
     listen: { address: '127.0.0.1', port },
@@ -109,7 +108,7 @@ describe('a real OpenClaw gateway from a generated config', () => {
     const code = await mintNodeSetupCode(operator, clock, clock.now() + 10_000);
     expect(code.gatewayUrl).toBe(`ws://127.0.0.1:${port}`);
     const worker = instanceDirs(harness.parent, 'acme-worker-0');
-    writeConfig(worker, { format: 'openclaw-node', config_version: 4, tenant_id: 'acme', instance_id: 'acme-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
+    writeConfig(worker, { format: 'openclaw-node', tenant_id: 'acme', instance_id: 'acme-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
     putSecret(worker, 'node-setup-code', code.setupCode);
     const started = clock.now();
     const node = harness.start(worker, nodeHostArgs({ gatewayHost: '127.0.0.1', gatewayPort: port, displayName: 'acme-worker-0', setupCode: readFileSync(join(worker.mounts.secrets, 'node-setup-code'), 'utf8').trim() }), 'node');
@@ -144,7 +143,7 @@ describe('a real OpenClaw gateway from a generated config', () => {
 
   it('does not pair a node host of another tenant that dials this address with its own token and code', async () => {
     const other = instanceDirs(harness.parent, 'globex-worker-0');
-    writeConfig(other, { format: 'openclaw-node', config_version: 1, tenant_id: 'globex', instance_id: 'globex-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
+    writeConfig(other, { format: 'openclaw-node', tenant_id: 'globex', instance_id: 'globex-worker-0', listen: null, token_secret: null, connectors: [], secrets_present: [], plugins_available: [] });
     // Tenant B's code: well-formed, but minted for B (its bootstrap token is unknown to A's gateway).
     const foreignCode = Buffer.from(JSON.stringify({ url: `ws://127.0.0.1:${port}`, bootstrapToken: 'globex-bootstrap-token-not-issued-by-acme', expiresAtMs: clock.now() + 600_000 })).toString('base64url');
     const log = join(other.root, 'node.out');

@@ -70,7 +70,7 @@ beforeAll(async () => {
   workerDirs = instanceDirs(harness.parent, 'acme-workers-0');
   putSecret(gwDirs, 'gateway-token', TOKEN);
   putSecret(workerDirs, 'gateway-token', TOKEN);
-  writeConfig(gwDirs, { format: 'openclaw-gateway', config_version: 1, tenant_id: 'acme', instance_id: 'acme-gateway-0', listen: { address: '127.0.0.1', port }, token_secret: 'gateway-token', connectors: [], secrets_present: ['gateway-token'], plugins_available: [] });
+  writeConfig(gwDirs, { format: 'openclaw-gateway', tenant_id: 'acme', instance_id: 'acme-gateway-0', listen: { address: '127.0.0.1', port }, token_secret: 'gateway-token', connectors: [], secrets_present: ['gateway-token'], plugins_available: [] });
   gateway = startGateway();
   await gatewayReady();
   figures.gateway_launch_to_ready_ms = clock.now() - gateway.startedAt;

@@ -182,7 +182,7 @@ describe('the real OpenClaw in the simulator, through the host', () => {
     expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${tenantUid(3201)}\\s`, 'm'));
     const config = JSON.parse(readFileSync(path.join(driver.vmDir('oca-gateway-0'), 'drives', 'config', 'openclaw.json'), 'utf8'));
     expect(config.gateway).toMatchObject({ mode: 'local', port: GATEWAY_PORT, bind: 'custom', customBindHost: host.instance('oca-gateway-0')!.network.ipv4 });
-    expect(config.env.vars.MVM_CONFIG_VERSION).toBe('1');
+    expect(config.env.vars).toEqual({ MVM_TENANT_ID: 'oca', MVM_INSTANCE_ID: 'oca-gateway-0' });
   });
 
   it("pairs the worker's node host with a code its own gateway minted; the gateway lists it and system.which round-trips", async () => {

@@ -32,7 +32,7 @@ const stateDir = path.join(root, 'sim');
 let driver: SimDriver;
 let host: Host;
 
-function document(generation: number, secrets_epoch: number) {
+function document(generation: number, secrets_epoch: number, config_version = 1) {
   return {
     schema_version: 1,
     node_id: 'oc-reload-test',
@@ -47,7 +47,7 @@ function document(generation: number, secrets_epoch: number) {
             pool_id: 'gateway',
             role: 'gateway',
             profile: 'openclaw-gateway',
-            revision: { artifacts: 'gateway-dev', config_version: 1, secrets_epoch },
+            revision: { artifacts: 'gateway-dev', config_version, secrets_epoch },
             resources: { vcpus: 2, mem_mib: 2048, data_disk_mib: 1024 },
             desired_counts: { running: 1, warm: 0, sleeping: 0 },
           },
@@ -135,5 +135,32 @@ describe('a new secrets_epoch reaches the running real OpenClaw gateway', () => 
     expect(connect(oldToken)).toMatchObject({ ok: false, detailsCode: 'AUTH_TOKEN_MISMATCH' });
     expect(gatewayPid()).toBe(pid);
     expect(host.journal({ instanceId: ID }).filter((e) => e.event.startsWith('reload')).map((e) => e.event)).toEqual(['reload', 'reload.applied']);
+  }, 180_000);
+});
+
+describe('a new config_version reaches the running real OpenClaw gateway', () => {
+  /**
+   * openclaw.json does not carry config_version (mvm.json does), so a version that changes nothing
+   * the gateway reads leaves its file byte for byte the same, and config-reload restarts nothing:
+   * the same gateway process keeps serving, with no handshake outage.
+   */
+  it('a config_version that changes none of the gateway\'s settings is applied by config-reload without restarting the gateway: same pid, hello-ok throughout', async () => {
+    const configDir = path.join(driver.vmDir(ID), 'drives', 'config');
+    const settings = readFileSync(path.join(configDir, 'openclaw.json'), 'utf8');
+    const token = readFileSync(path.join(driver.vmDir(ID), 'drives', 'secrets', 'gateway-token'), 'utf8').trim();
+    const pid = gatewayPid();
+    const reloadsBefore = host.journal({ instanceId: ID }).filter((e) => e.event === 'reload.applied').length;
+
+    const started = systemClock.now();
+    await host.apply(document(3, 2, 2));
+    await until(`the config reload finished (${reloadState()}: ${host.instance(ID)?.status_reason})`, () => host.journal({ instanceId: ID }).filter((e) => e.event === 'reload.applied').length > reloadsBefore || reloadState() === 'failed', 60_000);
+    figures.config_reload_ms = systemClock.now() - started;
+
+    expect(reloadState()).toBe('idle');
+    expect(host.instance(ID)).toMatchObject({ status: 'running', status_reason: null, config_version: 2, secrets_epoch: 2 });
+    expect(JSON.parse(readFileSync(path.join(configDir, 'mvm.json'), 'utf8')).config_version).toBe(2);
+    expect(readFileSync(path.join(configDir, 'openclaw.json'), 'utf8')).toBe(settings);
+    expect(gatewayPid()).toBe(pid);
+    expect(connect(token)).toMatchObject({ ok: true });
   }, 180_000);
 });

@@ -36,7 +36,6 @@ describe('Telegram connector with its token file', () => {
     putSecret(dirs, 'telegram-bot-token', '123456789:AAFakeTokenForTestsOnly');
     const rendered = writeConfig(dirs, {
       format: 'openclaw-gateway',
-      config_version: 1,
       tenant_id: 'acme',
       instance_id: 'acme-gateway-tg',
       listen: { address: '127.0.0.1', port },

@@ -36,6 +36,8 @@ export interface StartOptions {
   /** The config file's content: an object (JSON), a string (written as is), or null for no file. */
   config?: object | string | null;
   secrets?: Record<string, string>;
+  /** Other files on the config drive, next to mvm.json (generated service configs such as openclaw.json). */
+  configFiles?: Record<string, string>;
   /** Extra agent arguments; a function gets the agent's temp directory (for pid dirs, job files). */
   args?: string[] | ((dir: string) => string[]);
 }
@@ -84,6 +86,7 @@ export async function startAgent(options: StartOptions = {}): Promise<AgentHarne
   const config = options.config === undefined ? aConfig(await freePort()) : options.config;
   if (config !== null) await writeFile(configPath, typeof config === 'string' ? config : JSON.stringify(config, null, 2));
   for (const [name, value] of Object.entries(options.secrets ?? {})) await writeFile(path.join(secretsDir, name), value);
+  for (const [name, value] of Object.entries(options.configFiles ?? {})) await writeFile(path.join(dir, name), value);
 
   const extraArgs = typeof options.args === 'function' ? options.args(dir) : (options.args ?? []);
   const vmm = await FakeVmmSocket.start({ udsPath: path.join(dir, 'v.sock'), guestPorts: { [AGENT_PORT]: agentSocket } });

@@ -214,8 +214,8 @@ describe('guest agent: verbs', () => {
     const agent = await startAgent({ config: aConfig(port) });
     const client = await agent.connect();
     await writeFile(agent.configPath, JSON.stringify(aConfig(port, { config_version: 4 })));
-    expect(await client.request('config-reload', { config_version: 4 })).toEqual({ config_version: 4, previous_config_version: 3, applied: true });
-    expect(await client.request('config-reload', { config_version: 5 })).toEqual({ config_version: 4, previous_config_version: 4, applied: false });
+    expect(await client.request('config-reload', { config_version: 4 })).toEqual({ config_version: 4, previous_config_version: 3, applied: true, config_changed: [] });
+    expect(await client.request('config-reload', { config_version: 5 })).toEqual({ config_version: 4, previous_config_version: 4, applied: false, config_changed: [] });
 
     await writeFile(agent.configPath, JSON.stringify(aConfig(port, { config_version: 9, instance_id: 'acme-gateway-7' })));
     await expect(client.request('config-reload', { config_version: 9 })).rejects.toMatchObject({ code: 'config-unavailable', remote: true });
@@ -223,6 +223,28 @@ describe('guest agent: verbs', () => {
     await expect(client.request('config-reload', { config_version: 9 })).rejects.toMatchObject({ code: 'config-unavailable', remote: true });
     expect(client.closed).toBe(false);
     expect((await agent.connect()).hello).toMatchObject({ instance_id: INSTANCE, config_version: 4 });
+  });
+
+  it('config-reload names only the services whose generated config file changed: a new config_version alone changes none', async () => {
+    const port = await freePort();
+    const withConfig = (version: number) => {
+      const config = aConfig(port, { config_version: version });
+      config.services[0].config = { format: 'openclaw-gateway', file: 'openclaw.json' };
+      return config;
+    };
+    const openclawJson = JSON.stringify({ gateway: { port } });
+    const agent = await startAgent({ config: withConfig(3), configFiles: { 'openclaw.json': openclawJson } });
+    const client = await agent.connect();
+
+    // The version moves on; the gateway's own file is rewritten with the same bytes.
+    await writeFile(agent.configPath, JSON.stringify(withConfig(4)));
+    await writeFile(path.join(agent.dir, 'openclaw.json'), openclawJson);
+    expect(await client.request('config-reload', { config_version: 4 })).toEqual({ config_version: 4, previous_config_version: 3, applied: true, config_changed: [] });
+
+    // A real change to the gateway's settings names that service, and only it.
+    await writeFile(agent.configPath, JSON.stringify(withConfig(5)));
+    await writeFile(path.join(agent.dir, 'openclaw.json'), JSON.stringify({ gateway: { port, bind: 'custom' } }));
+    expect(await client.request('config-reload', { config_version: 5 })).toEqual({ config_version: 5, previous_config_version: 4, applied: true, config_changed: ['openclaw-gateway'] });
   });
 
   it('secrets-reload after a secrets file changes: reports what changed by name only, and connectors follow', async () => {
