@@ -2,7 +2,11 @@
  * Helpers every core bench part uses: event-loop turns, settling a host, timing, and a heap
  * reading that only counts what is really live.
  */
+import { pino } from 'pino';
 import type { Host } from '../../src/host/host.ts';
+
+/** The hosts' logger in every part: the bench measures the control plane, not log output. */
+export const silent = pino({ level: 'silent' });
 
 export const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
 

@@ -44,7 +44,7 @@ import { apiBench, type ApiFigures } from './api.ts';
 import { fleetDesiredState, instancesPerTenant, type FleetShape } from './fleet.ts';
 import { rawBatchedPuts, readPersistedSizes, type PersistedSizes, type RawPutResult } from './raw-lmdb.ts';
 import { distribution, fixed, int, renderTable, type Distribution, type Row } from './report.ts';
-import { gcExposed, ms, settle, settledHeap, turn, within } from './bench-runtime.ts';
+import { gcExposed, ms, settle, settledHeap, silent, turn, within } from './bench-runtime.ts';
 import { wakeLatency, wakeNotes, wakeRows, type WakeFigures } from './wake.ts';
 import { parseParts, renderLaterParts, runLaterParts, type PartResult } from './later-parts.ts';
 
@@ -91,7 +91,6 @@ const API = { connections: 50, warmupSeconds: 1, getsWarmup: 2, subscribers: 10,
 const progress = (message: string): void => {
   process.stderr.write(`[bench] ${message}\n`);
 };
-const silent = pino({ level: 'silent' });
 
 // ---------------------------------------------------------------------------------------------
 // 1, 2 and 4 (part): apply from nothing to all running

@@ -20,12 +20,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
-import { pino } from 'pino';
 import { SimulatedClock } from 'xstate';
 import type { Catalog } from '../../src/catalog/catalog.ts';
 import { createFakeDriver } from '../../src/driver/fake-driver.ts';
 import { createHost, type Host } from '../../src/host/host.ts';
-import { ms, settle, settledHeap, turn, within } from './bench-runtime.ts';
+import { ms, settle, settledHeap, silent, turn, within } from './bench-runtime.ts';
 import { fleetDesiredState, instancesPerTenant, type FleetShape } from './fleet.ts';
 import { distribution, fixed, int, type Distribution, type Row } from './report.ts';
 import { TimingDriver } from './timing-driver.ts';
@@ -83,8 +82,6 @@ export interface WakeFigures {
   offCpuWakes: number;
   slowest: SlowWake[];
 }
-
-const silent = pino({ level: 'silent' });
 
 /** The main thread's run-queue wait so far (ns), or undefined where schedstat is not available. */
 function mainThreadWaitNs(): number | undefined {
