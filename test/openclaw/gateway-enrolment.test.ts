@@ -31,6 +31,11 @@ function operatorIdentity() {
   return loadDeviceIdentity(join(harness.parent, 'control-plane', 'operator-identity.json'));
 }
 
+/** The last lines of a process's output file, for a failure message. */
+function outputTail(file: string, lines = 40): string {
+  return existsSync(file) ? readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n') : `(no ${file})`;
+}
+
 async function waitForNode(displayName: string, want: (n: NodeEntry) => boolean, timeoutMs: number): Promise<NodeEntry | undefined> {
   const deadline = clock.now() + timeoutMs;
   while (clock.now() < deadline) {
@@ -132,7 +137,8 @@ describe('a real OpenClaw gateway from a generated config', () => {
     expect(gone, 'the stopped node host still shows as connected').toBeDefined();
     harness.start(worker, nodeHostArgs({ gatewayHost: '127.0.0.1', gatewayPort: port, displayName: 'acme-worker-0', setupCode: null }), 'node-restarted');
     const again = await waitForNode('acme-worker-0', (n) => n.connected === true, 90_000);
-    expect(again?.nodeId).toBe(listed!.nodeId);
+    // Once (under a full parallel run) the restarted node host did not come back within 90 s; its own output says why.
+    expect(again?.nodeId, `the restarted node host did not reconnect; the end of its output:\n${outputTail(join(worker.root, 'node-restarted.out'))}`).toBe(listed!.nodeId);
     const after = await invokeNode(operator, { nodeId: listed!.nodeId, command: 'system.which', params: { bins: ['sh'] }, timeoutMs: 40_000 }, clock, clock.now() + 50_000);
     expect(after.ok).toBe(true);
 
